@@ -1,0 +1,48 @@
+# adplatform — the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.PHONY: help run test venv deps lint format unit integration bench monitor clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)  ## create the virtualenv and install the pinned dependencies
+
+run: venv  ## run the whole platform on embedded defaults with demo data
+	$(BIN)/adplatform dev
+
+deps: venv  ## install what the tests need: servers, Kafka jars, Helm, CRDs
+	scripts/install-test-deps.sh
+
+lint: venv  ## ruff and mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: venv  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+test: deps lint  ## install what the tests need, then lint and run every test suite
+	$(BIN)/pytest
+
+unit: venv  ## the fast tests only (no servers)
+	$(BIN)/pytest tests/unit -q
+
+bench: deps  ## run the benchmarks (prints their figures)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:  ## remove the virtualenv, caches and the embedded database
+	rm -rf $(VENV) .cache .adplatform .mypy_cache .ruff_cache .pytest_cache

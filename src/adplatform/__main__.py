@@ -1,0 +1,3 @@
+from adplatform.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""The shared platform layer: used by every service, importing none of them."""

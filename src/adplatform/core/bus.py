@@ -1,0 +1,705 @@
+"""The event bus: one interface, a Kafka adapter and an in-process adapter.
+
+Producers have two ways to send, because the platform has two kinds of writers:
+
+- `send()` never blocks and never raises: the bidder's hot path hands an event to a
+  bounded buffer and moves on. If the buffer is full the event is dropped, counted in
+  `events_dropped_total` and logged. A broker outage shorter than the delivery timeout
+  loses nothing: the buffer holds the events and they go out when it is back.
+- `publish()` waits for the broker's acknowledgement: the outbox relay marks a row
+  sent only once Kafka has it.
+
+Consumers poll batches and do their own offset management when they need exactly-once
+(analytics stores offsets in its database): the `on_assign` hook returns the offset
+to start each newly assigned partition at.
+
+The in-process adapter keeps the same semantics (partitions by key, offsets, consumer
+groups, bounded buffer) so `adplatform dev` and unit tests run the same service code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from adplatform.core.logging import get_logger
+from adplatform.core.metrics import (
+    CONSUMER_LAG,
+    EVENTS_DROPPED,
+    EVENTS_PUBLISH_FAILURES,
+    EVENTS_PUBLISHED,
+)
+
+log = get_logger(__name__)
+
+TopicPartition = tuple[str, int]
+AssignHook = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+"""Called with newly assigned partitions; returns where to start reading each one
+(partitions it leaves out start at the group's committed offset, else `start`)."""
+RevokeHook = Callable[[list[TopicPartition]], Awaitable[None]]
+
+DEFAULT_PARTITIONS: Final = 6
+DEFAULT_BUFFER_MESSAGES: Final = 500_000
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge a message within the delivery timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+class EventProducer(ABC):
+    @abstractmethod
+    def send(self, topic: str, key: str | bytes | None, value: bytes) -> bool:
+        """Queue a message without blocking; False if the buffer was full (dropped)."""
+
+    @abstractmethod
+    async def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        """Send and wait until the broker acknowledges it; raises `PublishError`."""
+
+    async def publish_many(self, messages: Sequence[tuple[str, str | bytes | None, bytes]]) -> None:
+        """Publish in order and wait for all; the first failure raises `PublishError`."""
+        await asyncio.gather(*(self.publish(t, k, v) for t, k, v in messages))
+
+    @abstractmethod
+    async def flush(self, timeout: float = 10.0) -> int:
+        """Wait for queued messages; returns how many are still undelivered."""
+
+    @abstractmethod
+    def pending(self) -> int:
+        """Messages queued and not yet acknowledged."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise unless the broker is reachable (for readiness)."""
+
+    @abstractmethod
+    async def close(self, timeout: float = 10.0) -> None: ...
+
+
+class EventConsumer(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Join the group and subscribe."""
+
+    @abstractmethod
+    async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        """Up to `max_messages` messages; an empty list after `timeout` seconds."""
+
+    @abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Store the group's position (the next offset to read) for these partitions."""
+
+    @abstractmethod
+    def assignment(self) -> list[TopicPartition]: ...
+
+    @abstractmethod
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Messages between this consumer's position and each assigned partition's end."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def report_lag(self, group: str) -> dict[TopicPartition, int]:
+        lags = await self.lag()
+        for (topic, partition), value in lags.items():
+            CONSUMER_LAG.labels(group, topic, str(partition)).set(value)
+        return lags
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return key.encode()
+
+
+# ----------------------------------------------------------------------- in-process
+
+
+@dataclass
+class _Partition:
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    members: list[InMemoryConsumer] = field(default_factory=list)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    generation: int = 0
+
+
+class InMemoryBroker:
+    """A Kafka-shaped log in memory: topics of partitions, keyed partitioning, groups."""
+
+    def __init__(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        self.default_partitions = partitions
+        self._topics: dict[str, list[_Partition]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._new_data = asyncio.Condition()
+        self.available = True
+        """Tests flip this to simulate an outage: sends queue, publishes fail."""
+
+    def create_topic(self, topic: str, partitions: int | None = None) -> None:
+        if topic not in self._topics:
+            count = partitions or self.default_partitions
+            self._topics[topic] = [_Partition() for _ in range(count)]
+
+    def partitions_of(self, topic: str) -> int:
+        self.create_topic(topic)
+        return len(self._topics[topic])
+
+    def append(self, topic: str, key: bytes | None, value: bytes) -> Message:
+        self.create_topic(topic)
+        partitions = self._topics[topic]
+        if key is None:
+            index = sum(len(p.messages) for p in partitions) % len(partitions)
+        else:
+            index = zlib.crc32(key) % len(partitions)
+        part = partitions[index]
+        message = Message(topic, index, len(part.messages), key, value, int(time.time() * 1000))
+        part.messages.append(message)
+        return message
+
+    async def notify(self) -> None:
+        async with self._new_data:
+            self._new_data.notify_all()
+
+    async def wait_for_data(self, timeout: float) -> None:
+        async with self._new_data:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_data.wait(), timeout)
+
+    def read(self, tp: TopicPartition, offset: int, limit: int) -> list[Message]:
+        topic, partition = tp
+        self.create_topic(topic)
+        return self._topics[topic][partition].messages[offset : offset + limit]
+
+    def end_offset(self, tp: TopicPartition) -> int:
+        topic, partition = tp
+        self.create_topic(topic)
+        return len(self._topics[topic][partition].messages)
+
+    def messages(self, topic: str) -> list[Message]:
+        """Every message of a topic, partition by partition (for tests and tools)."""
+        self.create_topic(topic)
+        return [m for p in self._topics[topic] for m in p.messages]
+
+    # group membership: partitions are dealt round-robin over the members
+    def _group(self, group_id: str) -> _Group:
+        return self._groups.setdefault(group_id, _Group())
+
+    def join(self, group_id: str, member: InMemoryConsumer) -> None:
+        group = self._group(group_id)
+        group.members.append(member)
+        group.generation += 1
+
+    def leave(self, group_id: str, member: InMemoryConsumer) -> None:
+        group = self._group(group_id)
+        if member in group.members:
+            group.members.remove(member)
+            group.generation += 1
+
+    def generation(self, group_id: str) -> int:
+        return self._group(group_id).generation
+
+    def assignment_for(self, group_id: str, member: InMemoryConsumer) -> list[TopicPartition]:
+        group = self._group(group_id)
+        all_tps = [
+            (topic, p) for topic in sorted(member.topics) for p in range(self.partitions_of(topic))
+        ]
+        index = group.members.index(member)
+        return all_tps[index :: len(group.members)]
+
+    def committed(self, group_id: str, tp: TopicPartition) -> int | None:
+        return self._group(group_id).committed.get(tp)
+
+    def commit(self, group_id: str, offsets: dict[TopicPartition, int]) -> None:
+        self._group(group_id).committed.update(offsets)
+
+
+class InMemoryProducer(EventProducer):
+    """Producer on an `InMemoryBroker`; a bounded buffer absorbs `available=False`."""
+
+    def __init__(self, broker: InMemoryBroker, buffer_messages: int = DEFAULT_BUFFER_MESSAGES):
+        self.broker = broker
+        self.buffer_messages = buffer_messages
+        self._buffer: list[tuple[str, bytes | None, bytes]] = []
+        self._drain_scheduled = False
+
+    def send(self, topic: str, key: str | bytes | None, value: bytes) -> bool:
+        if len(self._buffer) >= self.buffer_messages:
+            EVENTS_DROPPED.labels(topic).inc()
+            log.warning("event_dropped", topic=topic, reason="producer buffer full")
+            return False
+        self._buffer.append((topic, _key_bytes(key), value))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_soon)
+        return True
+
+    def _drain_soon(self) -> None:
+        self._drain_scheduled = False
+        if self._drain():
+            asyncio.get_running_loop().create_task(self.broker.notify())
+
+    def _drain(self) -> bool:
+        if not self.broker.available or not self._buffer:
+            return False
+        for topic, key, value in self._buffer:
+            self.broker.append(topic, key, value)
+            EVENTS_PUBLISHED.labels(topic).inc()
+        self._buffer.clear()
+        return True
+
+    async def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        if not self.broker.available:
+            EVENTS_PUBLISH_FAILURES.labels(topic).inc()
+            raise PublishError(f"in-process broker unavailable; {topic} message not delivered")
+        self._drain()
+        self.broker.append(topic, _key_bytes(key), value)
+        EVENTS_PUBLISHED.labels(topic).inc()
+        await self.broker.notify()
+
+    async def flush(self, timeout: float = 10.0) -> int:
+        if self._drain():
+            await self.broker.notify()
+        return len(self._buffer)
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def check(self) -> None:
+        if not self.broker.available:
+            raise PublishError("in-process broker unavailable")
+
+    async def close(self, timeout: float = 10.0) -> None:
+        await self.flush(timeout)
+
+
+class InMemoryConsumer(EventConsumer):
+    def __init__(
+        self,
+        broker: InMemoryBroker,
+        group_id: str,
+        topics: Iterable[str],
+        *,
+        on_assign: AssignHook | None = None,
+        on_revoke: RevokeHook | None = None,
+        start: str = "earliest",
+    ) -> None:
+        self.broker = broker
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self.start_at = start
+        self._positions: dict[TopicPartition, int] = {}
+        self._generation = -1
+        self._started = False
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            self.broker.create_topic(topic)
+        self.broker.join(self.group_id, self)
+        self._started = True
+
+    async def _rebalance_if_needed(self) -> None:
+        generation = self.broker.generation(self.group_id)
+        if generation == self._generation:
+            return
+        self._generation = generation
+        new = self.broker.assignment_for(self.group_id, self)
+        revoked = [tp for tp in self._positions if tp not in new]
+        if revoked and self.on_revoke:
+            await self.on_revoke(revoked)
+        for tp in revoked:
+            del self._positions[tp]
+        added = [tp for tp in new if tp not in self._positions]
+        chosen = await self.on_assign(added) if (added and self.on_assign) else {}
+        for tp in added:
+            if tp in chosen:
+                self._positions[tp] = chosen[tp]
+                continue
+            committed = self.broker.committed(self.group_id, tp)
+            if committed is not None:
+                self._positions[tp] = committed
+            else:
+                self._positions[tp] = (
+                    0 if self.start_at == "earliest" else self.broker.end_offset(tp)
+                )
+
+    async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        if not self._started:
+            raise RuntimeError("consumer not started")
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._rebalance_if_needed()
+            batch: list[Message] = []
+            for tp, position in self._positions.items():
+                room = max_messages - len(batch)
+                if room <= 0:
+                    break
+                chunk = self.broker.read(tp, position, room)
+                if chunk:
+                    batch.extend(chunk)
+                    self._positions[tp] = position + len(chunk)
+            remaining = deadline - time.monotonic()
+            if batch or remaining <= 0:
+                return batch
+            await self.broker.wait_for_data(min(remaining, 0.05))
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.broker.commit(self.group_id, offsets)
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._positions)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._positions[tp] = offset
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: self.broker.end_offset(tp) - pos for tp, pos in self._positions.items()}
+
+    async def close(self) -> None:
+        if self._started:
+            self.broker.leave(self.group_id, self)
+            self._started = False
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+def kafka_base_config(brokers: Sequence[str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": ",".join(brokers),
+        "client.id": "adplatform",
+        "socket.keepalive.enable": True,
+        "log_level": 3,
+    }
+
+
+class KafkaProducer(EventProducer):
+    """confluent-kafka producer; a daemon thread serves delivery callbacks.
+
+    Idempotent and `acks=all`, so retries neither duplicate nor reorder a partition.
+    `delivery_timeout_ms` is how long a message may wait out a broker outage in the
+    buffer before it counts as failed.
+    """
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        *,
+        buffer_messages: int = DEFAULT_BUFFER_MESSAGES,
+        delivery_timeout_ms: int = 300_000,
+        linger_ms: int = 5,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        from confluent_kafka import Producer
+
+        config = {
+            **kafka_base_config(brokers),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": buffer_messages,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.timeout.ms": delivery_timeout_ms,
+            **(extra_config or {}),
+        }
+        self._producer = Producer(config)
+        self._brokers = list(brokers)
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.1)
+
+    @staticmethod
+    def _count_delivery(err: Any, msg: Any) -> None:
+        topic = msg.topic() or "unknown"
+        if err is None:
+            EVENTS_PUBLISHED.labels(topic).inc()
+        else:
+            EVENTS_PUBLISH_FAILURES.labels(topic).inc()
+            log.error("event_delivery_failed", topic=topic, error=str(err))
+
+    def send(self, topic: str, key: str | bytes | None, value: bytes) -> bool:
+        try:
+            self._producer.produce(topic, value, _key_bytes(key), on_delivery=self._count_delivery)
+        except BufferError:
+            EVENTS_DROPPED.labels(topic).inc()
+            log.warning("event_dropped", topic=topic, reason="producer buffer full")
+            return False
+        return True
+
+    async def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve(err: Any, msg: Any) -> None:
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(PublishError(str(err)))
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            self._count_delivery(err, msg)
+            loop.call_soon_threadsafe(resolve, err, msg)
+
+        try:
+            self._producer.produce(topic, value, _key_bytes(key), on_delivery=on_delivery)
+        except BufferError as exc:
+            EVENTS_PUBLISH_FAILURES.labels(topic).inc()
+            raise PublishError("producer buffer full") from exc
+        await future
+
+    async def flush(self, timeout: float = 10.0) -> int:
+        remaining: int = await asyncio.to_thread(self._producer.flush, timeout)
+        return remaining
+
+    def pending(self) -> int:
+        return len(self._producer)
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self._producer.list_topics, timeout=2.0)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        remaining = await self.flush(timeout)
+        if remaining:
+            log.error("producer_closed_with_undelivered", count=remaining)
+        self._closing.set()
+        await asyncio.to_thread(self._poller.join, 1.0)
+
+
+class KafkaConsumer(EventConsumer):
+    """confluent-kafka consumer; blocking calls run in a worker thread.
+
+    Offsets are never auto-committed: a service commits what it has durably processed
+    (to Kafka with `commit`, or to its own database and hands them back in `on_assign`).
+    """
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        group_id: str,
+        topics: Iterable[str],
+        *,
+        on_assign: AssignHook | None = None,
+        on_revoke: RevokeHook | None = None,
+        start: str = "earliest",
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        from confluent_kafka import Consumer
+
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer = Consumer(
+            {
+                **kafka_base_config(brokers),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": start,
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 300_000,
+                "fetch.min.bytes": 1,
+                "fetch.wait.max.ms": 50,
+                **(extra_config or {}),
+            }
+        )
+        self._assigned: list[TopicPartition] = []
+        self._lock = threading.Lock()
+
+    def _run_hook(self, coro: Awaitable[Any]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)  # type: ignore[arg-type]
+
+    def _handle_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        chosen: dict[TopicPartition, int] = {}
+        if self.on_assign is not None:
+            chosen = self._run_hook(self.on_assign(tps))
+        for p in partitions:
+            offset = chosen.get((p.topic, p.partition))
+            if offset is not None:
+                p.offset = offset
+        consumer.assign(partitions)
+        with self._lock:
+            self._assigned = tps
+        log.info("partitions_assigned", group=self.group_id, partitions=tps)
+
+    def _handle_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        if self.on_revoke is not None:
+            self._run_hook(self.on_revoke(tps))
+        consumer.unassign()
+        with self._lock:
+            self._assigned = []
+        log.info("partitions_revoked", group=self.group_id, partitions=tps)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consumer.subscribe(
+            self.topics, on_assign=self._handle_assign, on_revoke=self._handle_revoke
+        )
+
+    async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        raw = await asyncio.to_thread(self._consumer.consume, max_messages, timeout)
+        batch: list[Message] = []
+        for m in raw:
+            error = m.error()
+            if error is not None:
+                if error.code() != -191:  # _PARTITION_EOF is informational
+                    log.warning("consume_error", error=str(error))
+                continue
+            _, ts = m.timestamp()
+            batch.append(
+                Message(
+                    m.topic() or "",
+                    m.partition() or 0,
+                    m.offset() or 0,
+                    m.key(),  # bytes: no deserializer is configured
+                    m.value() or b"",
+                    ts,
+                )
+            )
+        return batch
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        if offsets:
+            tps = [KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            await asyncio.to_thread(self._consumer.commit, offsets=tps, asynchronous=False)
+
+    def assignment(self) -> list[TopicPartition]:
+        with self._lock:
+            return list(self._assigned)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        def compute() -> dict[TopicPartition, int]:
+            tps = [KafkaTopicPartition(t, p) for t, p in self.assignment()]
+            if not tps:
+                return {}
+            result: dict[TopicPartition, int] = {}
+            for tp in self._consumer.position(tps):
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                position = tp.offset if tp.offset >= 0 else high
+                result[(tp.topic, tp.partition)] = max(high - position, 0)
+            return result
+
+        return await asyncio.to_thread(compute)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._consumer.close)
+
+
+def ensure_topics(
+    brokers: Sequence[str],
+    topics: dict[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create missing topics (tests, benchmarks, dev clusters; Strimzi does it on k8s)."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(kafka_base_config(brokers))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, num_partitions=count, replication_factor=replication_factor)
+        for name, count in topics.items()
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+            log.debug("topic_exists", topic=name)
+
+
+# ------------------------------------------------------------------------- factory
+
+
+class EventBus:
+    """Makes producers and consumers for the configured backend.
+
+    `EventBus.from_brokers([])` is in-process (dev mode shares one instance across the
+    services in the process); anything else is Kafka.
+    """
+
+    def __init__(self, brokers: Sequence[str], memory: InMemoryBroker | None = None) -> None:
+        self.brokers = list(brokers)
+        self.memory = memory if not self.brokers else None
+        if not self.brokers and self.memory is None:
+            self.memory = InMemoryBroker()
+
+    @classmethod
+    def from_brokers(cls, brokers: Sequence[str]) -> EventBus:
+        return cls(brokers)
+
+    @property
+    def is_kafka(self) -> bool:
+        return bool(self.brokers)
+
+    def producer(self, **kwargs: Any) -> EventProducer:
+        if self.memory is not None:
+            buffer_messages = kwargs.get("buffer_messages", DEFAULT_BUFFER_MESSAGES)
+            return InMemoryProducer(self.memory, buffer_messages=buffer_messages)
+        return KafkaProducer(self.brokers, **kwargs)
+
+    def consumer(
+        self,
+        group_id: str,
+        topics: Iterable[str],
+        *,
+        on_assign: AssignHook | None = None,
+        on_revoke: RevokeHook | None = None,
+        start: str = "earliest",
+        extra_config: dict[str, Any] | None = None,
+    ) -> EventConsumer:
+        if self.memory is not None:
+            return InMemoryConsumer(
+                self.memory, group_id, topics, on_assign=on_assign, on_revoke=on_revoke, start=start
+            )
+        return KafkaConsumer(
+            self.brokers,
+            group_id,
+            topics,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+            start=start,
+            extra_config=extra_config,
+        )

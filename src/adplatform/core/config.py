@@ -1,0 +1,103 @@
+"""Settings from environment variables.
+
+Every service reads the same `Settings`; the names are the contract with the Helm
+chart's ConfigMap and Secrets (a chart test compares them), so rename nothing here
+without changing `deploy/helm/adplatform` too.
+
+An unset dependency (`DATABASE_URL`, `REDIS_HOST`, `KAFKA_BROKERS`) means "use the
+embedded adapter": SQLite, the in-process cache, the in-process event bus. That is
+what `adplatform dev` wants; `adplatform serve <service>` calls `require()` so a
+production process refuses to start without its real dependencies.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class MissingSettingError(RuntimeError):
+    """A production dependency is not configured; the message says which and how."""
+
+
+class Settings(BaseSettings):
+    """All settings of all services; each service uses the part it needs."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    # --- process ---------------------------------------------------------------
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: LogLevel = LogLevel.INFO
+    http_host: str = "0.0.0.0"  # noqa: S104 - containers listen on all interfaces
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    metrics_enabled: bool = True
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    # --- data tier -------------------------------------------------------------
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_host: str | None = None
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_cluster: bool = False
+    redis_password: SecretStr | None = None
+    kafka_brokers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- secrets ---------------------------------------------------------------
+    admin_api_key: SecretStr | None = None
+    internal_api_key: SecretStr | None = None
+    tracking_secret: SecretStr | None = None
+
+    # --- service wiring --------------------------------------------------------
+    campaign_service_url: str = "http://127.0.0.1:8080"
+    public_bidding_url: str = "http://127.0.0.1:8081"
+
+    # --- bidding ---------------------------------------------------------------
+    bid_timeout_ms: int = Field(default=100, ge=5, le=10_000)
+
+    @field_validator("kafka_brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [broker.strip() for broker in value.split(",") if broker.strip()]
+        return value
+
+    @property
+    def is_production_like(self) -> bool:
+        return self.environment in (Environment.STAGING, Environment.PRODUCTION)
+
+    def require(self, *names: str, service: str) -> None:
+        """Refuse to start `service` unless every named setting is configured."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            env_names = ", ".join(name.upper() for name in missing)
+            raise MissingSettingError(
+                f"{service} needs {env_names} in production mode. Set "
+                f"{'it' if len(missing) == 1 else 'them'} in the environment, or run "
+                "`adplatform dev` for the embedded platform (SQLite, in-process cache and bus)."
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
