@@ -12,7 +12,11 @@ from sqlalchemy.engine import Connection
 from adplatform.core.db import Base, create_engine
 
 # Import every service's models so `Base.metadata` is complete for autogenerate.
-for module in ("adplatform.campaigns.models", "adplatform.analytics.models"):
+for module in (
+    "adplatform.core.auth",
+    "adplatform.campaigns.models",
+    "adplatform.analytics.models",
+):
     with contextlib.suppress(ModuleNotFoundError):  # a service not built yet
         importlib.import_module(module)
 
