@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Final
 
 from pydantic import SecretStr
-from sqlalchemy import DateTime, ForeignKey, Integer, String, func, select
+from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,9 +44,10 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    advertiser_id: Mapped[int] = mapped_column(
-        ForeignKey("advertisers.id", ondelete="CASCADE"), index=True
-    )
+    advertiser_id: Mapped[int] = mapped_column(Integer, index=True)
+    """References `advertisers.id` (ON DELETE CASCADE). The foreign key is declared in
+    migration 0001 only: the `advertisers` table belongs to campaign-service, and core
+    must not need its model to be imported."""
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     display_prefix: Mapped[str] = mapped_column(String(16))
     """The key's first characters, so a user can tell their keys apart."""
