@@ -703,3 +703,43 @@ class EventBus:
             start=start,
             extra_config=extra_config,
         )
+
+    async def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[TopicPartition, int]:
+        """Each partition's end offset now: where a reader that must see everything
+        written from this moment on starts (the bidder records these before it loads
+        its snapshot, so no update falls between the two). Raises if Kafka is down."""
+        if self.memory is not None:
+            memory = self.memory
+            count = memory.partitions_of(topic)
+            return {(topic, p): memory.end_offset((topic, p)) for p in range(count)}
+        return await asyncio.to_thread(kafka_end_offsets, self.brokers, topic, timeout)
+
+
+def kafka_end_offsets(
+    brokers: Sequence[str], topic: str, timeout: float = 10.0
+) -> dict[TopicPartition, int]:
+    """High watermarks of every partition of `topic` ({} when the topic does not exist)."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    probe = Consumer(
+        {
+            **kafka_base_config(brokers),
+            "group.id": "adplatform-offset-probe",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = probe.list_topics(topic, timeout=timeout)
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            return {}
+        result: dict[TopicPartition, int] = {}
+        for partition in sorted(described.partitions):
+            _, high = probe.get_watermark_offsets(
+                KafkaTopicPartition(topic, partition), timeout=timeout, cached=False
+            )
+            result[(topic, partition)] = int(high)
+        return result
+    finally:
+        probe.close()

@@ -73,12 +73,48 @@ class Settings(BaseSettings):
 
     # --- bidding ---------------------------------------------------------------
     bid_timeout_ms: int = Field(default=100, ge=5, le=10_000)
+    bid_safety_margin_ms: int = Field(default=10, ge=0, le=1_000)
+    """The bidder answers no-bid this long before its deadline rather than late."""
+    bid_reservation_timeout_seconds: int = Field(default=60, ge=1, le=86_400)
+    """A budget reservation no win/billing notice settles within this is released."""
+    bid_pacing_ahead_seconds: int = Field(default=900, ge=0, le=86_400)
+    """Even pacing lets a campaign spend this far ahead of its straight daily line."""
+    bid_currency_rates: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    """USD per unit of other currencies, `EUR=1.08,GBP=1.27`; a floor in a currency
+    without a rate is a no-bid for that imp."""
+    tracking_url_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    """How long the bidder's signed win/billing/impression/click URLs stay valid."""
 
     @field_validator("kafka_brokers", mode="before")
     @classmethod
     def _split_brokers(cls, value: object) -> object:
         if isinstance(value, str):
             return [broker.strip() for broker in value.split(",") if broker.strip()]
+        return value
+
+    @field_validator("bid_currency_rates", mode="before")
+    @classmethod
+    def _parse_rates(cls, value: object) -> object:
+        """`EUR=1.08,GBP=1.27` (or JSON) into {"EUR": 1.08, "GBP": 1.27}; rates must be > 0."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                import json
+
+                value = json.loads(text)
+            else:
+                rates: dict[str, float] = {}
+                for item in filter(None, (part.strip() for part in text.split(","))):
+                    code, sep, rate = item.partition("=")
+                    if not sep:
+                        raise ValueError(f"currency rate {item!r} is not CODE=RATE")
+                    rates[code.strip().upper()] = float(rate)
+                value = rates
+        if isinstance(value, dict):
+            for code, rate in value.items():
+                if not (isinstance(rate, int | float) and rate > 0):
+                    raise ValueError(f"currency rate for {code} must be a positive number")
+            return {str(code).upper(): float(rate) for code, rate in value.items()}
         return value
 
     @property

@@ -1,0 +1,454 @@
+"""The auction: from a decoded bid request to a bid response (or no-bid).
+
+Per imp the index gives the best two eligible creatives of distinct campaigns (a
+campaign bids at most once per request: no duplicate ads on a page). The first choice
+of every imp is reserved in one batched store call; an imp whose first choice the store
+refuses (budget, pacing, frequency cap) tries its second choice in a second call if the
+deadline allows. A store that cannot be reached means no-bid (fail safe), and a
+deadline that comes too close means no-bid rather than a late answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from adplatform.bidding import metrics
+from adplatform.bidding.budget import (
+    Reservation,
+    ReservationBatcher,
+    ReserveResult,
+    StoreUnavailable,
+    cap_key,
+    reservation_id,
+)
+from adplatform.bidding.index import (
+    IndexedCreative,
+    RequestContext,
+    TargetingIndex,
+    category_closure,
+    domain_suffixes,
+    normalize_domain,
+    normalize_os,
+)
+from adplatform.bidding.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid, encode_response
+from adplatform.bidding.pacing import daily_limit, utc_day
+from adplatform.bidding.tracking import Tracker, TrackingData, quote_url
+from adplatform.core.bus import EventProducer
+from adplatform.core.events import AD_EVENTS_TOPIC, AdEvent, AdEventType, ad_event_id, encode
+from adplatform.core.logging import get_logger
+
+log = get_logger(__name__)
+
+BID: Final = "bid"
+NOBID: Final = "nobid"
+TIMEOUT: Final = "timeout"
+
+NO_BUDGET_BACKOFF: Final = 2.0
+"""Seconds a campaign the store refused for its total budget is not asked again
+(budget can come back when reservations expire, or with a campaign update)."""
+DAILY_BACKOFF: Final = 1.0
+"""Seconds a campaign at its daily or pacing limit is not asked again."""
+SECOND_ROUND_MIN: Final = 0.002
+"""A second reservation round needs at least this much time left (seconds)."""
+STORE_RETRY_AFTER: Final = 0.5
+
+
+class StoreHealth:
+    """Whether the budget store answers; after a failure the bid path does not try it
+    again for `STORE_RETRY_AFTER` seconds (answering no-bid at once instead)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._retry_at = 0.0
+        metrics.BUDGET_STORE_UP.set(1)
+
+    def usable(self, mono: float) -> bool:
+        return self.up or mono >= self._retry_at
+
+    def failed(self, error: object = None) -> None:
+        if self.up:
+            log.error("budget_store_down", error=str(error))
+        self.up = False
+        self._retry_at = time.monotonic() + STORE_RETRY_AFTER
+        metrics.BUDGET_STORE_UP.set(0)
+
+    def ok(self) -> None:
+        if not self.up:
+            log.info("budget_store_up")
+        self.up = True
+        metrics.BUDGET_STORE_UP.set(1)
+
+
+@dataclass(slots=True)
+class _Choice:
+    imp: Imp
+    candidates: list[IndexedCreative]
+    attempt: int = 0
+    winner: IndexedCreative | None = None
+    reservation: Reservation | None = None
+
+
+def _sizes(imp: Imp) -> list[tuple[int, int]]:
+    banner = imp.banner
+    if banner is None:
+        return []
+    sizes: list[tuple[int, int]] = []
+    if banner.w and banner.h and banner.w > 0 and banner.h > 0:
+        sizes.append((banner.w, banner.h))
+    if banner.format:
+        for fmt in banner.format:
+            if fmt.w and fmt.h and fmt.w > 0 and fmt.h > 0 and (fmt.w, fmt.h) not in sizes:
+                sizes.append((fmt.w, fmt.h))
+    return sizes
+
+
+def _upper_set(values: list[str] | None) -> frozenset[str]:
+    if not values:
+        return frozenset()
+    return frozenset(v.strip().upper() for v in values if isinstance(v, str) and v.strip())
+
+
+def request_context(request: BidRequest, now: float, mono: float) -> RequestContext:
+    """Normalize what targeting reads from a request, once."""
+    ctx = RequestContext(now=now, mono=mono)
+    device = request.device
+    user = request.user
+    geo = device.geo if device is not None else None
+    if (geo is None or not geo.country) and user is not None:
+        geo = user.geo
+    if geo is not None and geo.country:
+        ctx.country = geo.country.strip().upper()
+    if device is not None:
+        ctx.device_type = device.devicetype
+        ctx.os = normalize_os(device.os)
+    categories: list[str] = []
+    domains: set[str] = set()
+    site, app = request.site, request.app
+    if site is not None:
+        categories += (site.cat or []) + (site.sectioncat or []) + (site.pagecat or [])
+        domains |= domain_suffixes(site.domain or site.page)
+    elif app is not None:
+        categories += (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
+        domains |= domain_suffixes(app.domain)
+        bundle = normalize_domain(app.bundle)
+        if bundle:
+            domains.add(bundle)
+    ctx.categories = category_closure(categories)
+    ctx.domains = frozenset(domains)
+    ctx.bcat = _upper_set(request.bcat)
+    if request.badv:
+        ctx.badv = frozenset(filter(None, (normalize_domain(d) for d in request.badv)))
+    if request.wseat:
+        ctx.wseat = frozenset(request.wseat)
+    if request.bseat:
+        ctx.bseat = frozenset(request.bseat)
+    ctx.has_user = bool(_user_key(request))
+    return ctx
+
+
+def _user_key(request: BidRequest) -> str | None:
+    """Whom a frequency cap counts: the exchange's user id, else the device's IFA."""
+    if request.user is not None and request.user.id:
+        return "u:" + request.user.id
+    if request.device is not None and request.device.ifa:
+        return "d:" + request.device.ifa
+    return None
+
+
+class Auction:
+    """Runs bid requests against the index and the budget store."""
+
+    def __init__(
+        self,
+        *,
+        index: TargetingIndex,
+        batcher: ReservationBatcher,
+        health: StoreHealth,
+        tracker: Tracker,
+        timeout_ms: int,
+        safety_margin_ms: int,
+        reservation_timeout_s: int,
+        pacing_ahead_s: int,
+        currency_rates: dict[str, float],
+    ) -> None:
+        self.index = index
+        self.batcher = batcher
+        self.health = health
+        self.tracker = tracker
+        self.timeout_ms = timeout_ms
+        self.safety_margin_ms = safety_margin_ms
+        self.reservation_timeout_s = reservation_timeout_s
+        self.pacing_ahead_s = pacing_ahead_s
+        self.rates = {"USD": 1.0, **{k.upper(): v for k, v in currency_rates.items()}}
+        self.producer: EventProducer | None = None
+        self.recent: dict[int, float] = {}
+        """Campaigns this process reserved on, and when (the sweeper's work list)."""
+
+    # ------------------------------------------------------------------ entry
+
+    async def run(self, request: BidRequest, started: float) -> tuple[str, bytes | None]:
+        """(outcome, encoded BidResponse or None for no-bid)."""
+        budget_ms = self.timeout_ms
+        if request.tmax is not None and 0 < request.tmax < budget_ms:
+            budget_ms = request.tmax
+        deadline = started + (budget_ms - self.safety_margin_ms) / 1000
+        mono = time.monotonic()
+        if mono >= deadline:
+            return TIMEOUT, None
+        currency = self._bid_currency(request.cur)
+        if currency is None:
+            return NOBID, None
+        now = time.time()
+        ctx = request_context(request, now, mono)
+        choices: list[_Choice] = []
+        used: set[int] = set()
+        for imp in request.imp:
+            floor = self._floor_cpm_micros(imp)
+            if floor is None:
+                continue
+            sizes = _sizes(imp)
+            if not sizes:
+                continue
+            found = self.index.candidates(sizes, ctx, floor, used, 2)
+            if found:
+                choices.append(_Choice(imp, found))
+                used.add(found[0].campaign.id)
+        if not choices:
+            return NOBID, None
+        if not self.health.usable(mono):
+            return NOBID, None
+
+        user = _user_key(request)
+        day = utc_day(now)
+        now_ms = int(now * 1000)
+        pending = choices
+        while pending:
+            reservations = [
+                self._reservation(request.id, c, c.candidates[c.attempt], user, now, day, now_ms)
+                for c in pending
+            ]
+            outcome = await self._reserve(reservations, deadline)
+            if outcome is None:
+                return TIMEOUT, None
+            if isinstance(outcome, StoreUnavailable):
+                self.health.failed(outcome)
+                return NOBID, None
+            self.health.ok()
+            retry: list[_Choice] = []
+            winners = {c.winner.campaign.id for c in choices if c.winner is not None}
+            mono = time.monotonic()
+            for choice, reservation, result in zip(pending, reservations, outcome, strict=True):
+                entry = choice.candidates[choice.attempt]
+                if result is ReserveResult.RESERVED:
+                    choice.winner = entry
+                    choice.reservation = reservation
+                    winners.add(entry.campaign.id)
+                    continue
+                if result is ReserveResult.NO_BUDGET:
+                    entry.campaign.blocked_until = mono + NO_BUDGET_BACKOFF
+                elif result is ReserveResult.DAILY_LIMIT:
+                    entry.campaign.blocked_until = mono + DAILY_BACKOFF
+                elif result is ReserveResult.DUPLICATE:
+                    continue  # this imp of this auction already bid: never twice
+                choice.attempt += 1
+                if choice.attempt < len(choice.candidates):
+                    retry.append(choice)
+            pending = [
+                c
+                for c in retry
+                if c.candidates[c.attempt].campaign.id not in winners
+                and c.candidates[c.attempt].campaign.blocked_until <= mono
+            ]
+            if pending and deadline - time.monotonic() < SECOND_ROUND_MIN:
+                break
+
+        won = [c for c in choices if c.winner is not None]
+        if not won:
+            return NOBID, None
+        return BID, self._respond(request, won, currency, now, day)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _bid_currency(self, accepted: list[str] | None) -> tuple[str, float] | None:
+        """The currency to bid in: USD unless the request allows only others."""
+        if not accepted:
+            return "USD", 1.0
+        codes = [c.strip().upper() for c in accepted if isinstance(c, str)]
+        if "USD" in codes:
+            return "USD", 1.0
+        for code in codes:
+            rate = self.rates.get(code)
+            if rate:
+                return code, rate
+        return None
+
+    def _floor_cpm_micros(self, imp: Imp) -> float | None:
+        """The imp's floor in USD CPM micros, or None when its currency has no rate."""
+        if imp.bidfloor <= 0:
+            return 0.0
+        rate = self.rates.get((imp.bidfloorcur or "USD").strip().upper())
+        if rate is None:
+            return None
+        return imp.bidfloor * rate * 1_000_000
+
+    def _reservation(
+        self,
+        auction_id: str,
+        choice: _Choice,
+        entry: IndexedCreative,
+        user: str | None,
+        now: float,
+        day: int,
+        now_ms: int,
+    ) -> Reservation:
+        campaign = entry.campaign
+        state = campaign.state
+        cap = state.frequency_cap
+        reservation = Reservation(
+            campaign_id=campaign.id,
+            rid=reservation_id(auction_id, choice.imp.id),
+            price=campaign.price_micros,
+            total_budget=state.total_budget_micros,
+            daily_limit=daily_limit(
+                state.daily_budget_micros, state.pacing, now, self.pacing_ahead_s
+            ),
+            day=day,
+            expires_ms=now_ms + self.reservation_timeout_s * 1000,
+        )
+        if cap is not None and cap.impressions > 0 and user is not None:
+            reservation.cap_key = cap_key(user, cap.window_seconds, now)
+            reservation.cap_limit = cap.impressions
+            reservation.cap_ttl = cap.window_seconds + 60
+        return reservation
+
+    async def _reserve(
+        self, reservations: list[Reservation], deadline: float
+    ) -> list[ReserveResult] | StoreUnavailable | None:
+        """Results, the store's error, or None when the deadline came first (what was
+        reserved after that is given back as soon as the store answers)."""
+        mono = time.monotonic()
+        for item in reservations:
+            self.recent[item.campaign_id] = mono
+        future = self.batcher.submit(reservations)
+        remaining = deadline - time.monotonic()
+        if remaining > 0 and not future.done():
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+
+            def finished(_: object) -> None:
+                if not waiter.done():
+                    waiter.set_result(True)
+
+            def expired() -> None:
+                if not waiter.done():
+                    waiter.set_result(False)
+
+            future.add_done_callback(finished)
+            handle = loop.call_later(remaining, expired)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+        if not future.done():
+            future.add_done_callback(self._give_back(reservations))
+            return None
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, StoreUnavailable):
+                return error
+            log.error("reservation_failed", error=repr(error))
+            return StoreUnavailable(str(error))
+        return future.result()
+
+    def _give_back(self, reservations: list[Reservation]) -> Callable[[object], None]:
+        def release(future: object) -> None:
+            assert isinstance(future, asyncio.Future)
+            if future.cancelled() or future.exception() is not None:
+                return
+            for item, result in zip(reservations, future.result(), strict=True):
+                if result is ReserveResult.RESERVED:
+                    self.batcher.spawn(self._release_quietly(item))
+
+        return release
+
+    async def _release_quietly(self, item: Reservation) -> None:
+        with contextlib.suppress(StoreUnavailable):  # else it expires on its own
+            await self.batcher.store.release(item.campaign_id, item.rid)
+
+    def _respond(
+        self,
+        request: BidRequest,
+        won: list[_Choice],
+        currency: tuple[str, float],
+        now: float,
+        day: int,
+    ) -> bytes:
+        code, rate = currency
+        expires = int(now) + self.tracker.ttl_seconds
+        ts_ms = int(now * 1000)
+        seats: dict[str, list[Bid]] = {}
+        producer = self.producer
+        for choice in won:
+            entry = choice.winner
+            assert entry is not None
+            campaign = entry.campaign
+            creative = entry.state
+            price = round(campaign.price_cpm_micros / 1_000_000 / rate, 6)
+            data = TrackingData(
+                a=request.id,
+                i=choice.imp.id,
+                c=campaign.id,
+                v=campaign.advertiser_id,
+                r=entry.id,
+                b=campaign.price_micros,
+                p=price,
+                u=code,
+                d=day,
+                x=expires,
+            )
+            urls = self.tracker.bid_urls(data, creative.click_url)
+            adm = quote_url(urls.click).join(entry.adm_parts) + (
+                f'<img src="{quote_url(urls.impression)}" width="1" height="1" alt="" '
+                'style="display:none">'
+            )
+            seats.setdefault(campaign.seat, []).append(
+                Bid(
+                    id=f"{campaign.id}-{choice.imp.id}",
+                    impid=choice.imp.id,
+                    price=price,
+                    adm=adm,
+                    nurl=urls.nurl,
+                    burl=urls.burl,
+                    lurl=urls.lurl,
+                    adomain=[entry.adomain] if entry.adomain else None,
+                    crid=str(entry.id),
+                    cid=str(campaign.id),
+                    cat=[creative.iab_category] if creative.iab_category else None,
+                    w=entry.w,
+                    h=entry.h,
+                )
+            )
+            if producer is not None:
+                event = AdEvent(
+                    id=ad_event_id(request.id, choice.imp.id, AdEventType.BID),
+                    type=AdEventType.BID,
+                    ts_ms=ts_ms,
+                    campaign_id=campaign.id,
+                    advertiser_id=campaign.advertiser_id,
+                    creative_id=entry.id,
+                    auction_id=request.id,
+                    imp_id=choice.imp.id,
+                    bid_micros=campaign.price_micros,
+                )
+                producer.send(AD_EVENTS_TOPIC, str(campaign.id), encode(event))
+        response = BidResponse(
+            id=request.id,
+            seatbid=[SeatBid(bid=bids, seat=seat) for seat, bids in seats.items()],
+            cur=code,
+        )
+        return encode_response(response)

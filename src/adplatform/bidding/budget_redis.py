@@ -1,0 +1,415 @@
+"""The budget store on Redis: Lua scripts, a single node or a Redis Cluster.
+
+Every key of campaign `c` starts with `adp:{c}:` so all of them share the hash tag
+`{c}` and live in one slot: each script touches one campaign and runs atomically on
+the node that owns it. Layout:
+
+    adp:{c}:b          hash  s (spent), r (reserved), ds:<day> / dr:<day> (per UTC day)
+    adp:{c}:r          hash  reservation id -> "price|day|cap key"
+    adp:{c}:x          zset  reservation id by expiry (ms)
+    adp:{c}:f:<user>   counter of one user's bids in one frequency-cap window
+    adp:{c}:n:<id>     a notice already counted (win, billing, impression, click)
+    adp:{c}:s:<rid>    an impression already settled (the first of win/billing)
+
+On a single node one script call reserves a whole batch (all campaigns); on a cluster
+the batch is split by campaign and the calls run concurrently. Expired reservations
+are released lazily by every script that touches the campaign, and by the bidder's
+sweeper for campaigns it reserved on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from adplatform.bidding.budget import (
+    KEY_PREFIX,
+    BudgetStore,
+    BudgetView,
+    Reservation,
+    ReserveResult,
+    Settlement,
+    SettleOutcome,
+    SettleResult,
+    StoreUnavailable,
+)
+
+SWEEP_LIMIT: Final = 200
+"""Most expired reservations one script call releases (bounds a script's run time)."""
+
+_LIB = r"""
+local function release_one(kb, kr, rid)
+  local v = redis.call('HGET', kr, rid)
+  if not v then return 0 end
+  local price, day, fkey = string.match(v, '^(%-?%d+)|(%d+)|(.*)$')
+  price = tonumber(price)
+  redis.call('HINCRBY', kb, 'r', -price)
+  redis.call('HINCRBY', kb, 'dr:' .. day, -price)
+  if fkey ~= '' and redis.call('EXISTS', fkey) == 1 then
+    if redis.call('DECR', fkey) <= 0 then redis.call('DEL', fkey) end
+  end
+  redis.call('HDEL', kr, rid)
+  return 1
+end
+
+local function sweep(kb, kr, kx, now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', kx, '-inf', now, 'LIMIT', 0, limit)
+  local n = 0
+  for _, rid in ipairs(ids) do
+    n = n + release_one(kb, kr, rid)
+    redis.call('ZREM', kx, rid)
+  end
+  return n
+end
+
+local function num(v)
+  if v then return tonumber(v) end
+  return 0
+end
+"""
+
+# KEYS per reservation: b, r, x, f (f = b when there is no cap)
+# ARGV: now_ms, count, then per reservation: rid, price, total, daily_limit (-1: none),
+#       day, expires_ms, cap_limit, cap_ttl
+RESERVE: Final = (
+    _LIB
+    + r"""
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+local released = 0
+local swept = {}
+for i = 0, n - 1 do
+  local kb, kr, kx, kf = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
+  local a = 3 + i * 8
+  local rid = ARGV[a]
+  local price = tonumber(ARGV[a+1])
+  local total = tonumber(ARGV[a+2])
+  local dlimit = tonumber(ARGV[a+3])
+  local day = ARGV[a+4]
+  local cap_limit = tonumber(ARGV[a+6])
+  if not swept[kx] then
+    swept[kx] = true
+    released = released + sweep(kb, kr, kx, now, 200)
+  end
+  local code = 1
+  if redis.call('HEXISTS', kr, rid) == 1 then
+    code = 3
+  else
+    local v = redis.call('HMGET', kb, 's', 'r', 'ds:' .. day, 'dr:' .. day)
+    if num(v[1]) + num(v[2]) + price > total then
+      code = 0
+    elseif dlimit >= 0 and num(v[3]) + num(v[4]) + price > dlimit then
+      code = 4
+    else
+      local fkey = ''
+      if cap_limit > 0 then
+        if num(redis.call('GET', kf)) >= cap_limit then
+          code = 2
+        else
+          if redis.call('INCR', kf) == 1 then redis.call('EXPIRE', kf, ARGV[a+7]) end
+          fkey = kf
+        end
+      end
+      if code == 1 then
+        redis.call('HINCRBY', kb, 'r', price)
+        redis.call('HINCRBY', kb, 'dr:' .. day, price)
+        redis.call('HSET', kr, rid, price .. '|' .. day .. '|' .. fkey)
+        redis.call('ZADD', kx, ARGV[a+5], rid)
+      end
+    end
+  end
+  out[i+1] = code
+end
+out[n+1] = released
+return out
+"""
+)
+
+# KEYS: b, r, x, notice marker, settled marker
+# ARGV: rid, clearing, total, daily (-1: none), today, ttl, now_ms
+SETTLE: Final = (
+    _LIB
+    + r"""
+local kb, kr, kx = KEYS[1], KEYS[2], KEYS[3]
+local rid = ARGV[1]
+local amount = tonumber(ARGV[2])
+local released = sweep(kb, kr, kx, tonumber(ARGV[7]), 200)
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then return {-1, 0, released} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {0, 0, released} end
+local v = redis.call('HGET', kr, rid)
+local day
+if v then
+  local price, d = string.match(v, '^(%-?%d+)|(%d+)|')
+  price = tonumber(price)
+  if amount > price then amount = price end
+  redis.call('HINCRBY', kb, 'r', -price)
+  redis.call('HINCRBY', kb, 'dr:' .. d, -price)
+  redis.call('HDEL', kr, rid)
+  redis.call('ZREM', kx, rid)
+  day = d
+else
+  day = ARGV[5]
+  local t = redis.call('HMGET', kb, 's', 'r', 'ds:' .. day, 'dr:' .. day)
+  if num(t[1]) + num(t[2]) + amount > tonumber(ARGV[3]) then return {2, 0, released} end
+  local daily = tonumber(ARGV[4])
+  if daily >= 0 and num(t[3]) + num(t[4]) + amount > daily then return {2, 0, released} end
+end
+redis.call('HINCRBY', kb, 's', amount)
+redis.call('HINCRBY', kb, 'ds:' .. day, amount)
+redis.call('SET', KEYS[5], amount, 'EX', ARGV[6])
+return {1, amount, released}
+"""
+)
+
+# KEYS: b, r, x   ARGV: rid
+RELEASE: Final = (
+    _LIB
+    + r"""
+local n = release_one(KEYS[1], KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return n
+"""
+)
+
+# KEYS: b, r, x   ARGV: now_ms, limit, oldest day to keep
+SWEEP: Final = (
+    _LIB
+    + r"""
+local n = sweep(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
+local keep = tonumber(ARGV[3])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local d = string.match(f, '^d[sr]:(%d+)$')
+  if d and tonumber(d) < keep then redis.call('HDEL', KEYS[1], f) end
+end
+return n
+"""
+)
+
+DAYS_KEPT: Final = 3
+
+
+def _prefix(campaign_id: int) -> str:
+    return f"{KEY_PREFIX}:{{{campaign_id}}}:"
+
+
+def _digest(value: str) -> str:
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+class _Script:
+    """A script called by SHA, loaded on NOSCRIPT (after a restart or failover)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, client: Any, numkeys: int, *args: Any) -> Any:
+        try:
+            return await client.evalsha(self.sha, numkeys, *args)
+        except NoScriptError:
+            await client.script_load(self.text)
+            return await client.evalsha(self.sha, numkeys, *args)
+
+
+class RedisBudgetStore(BudgetStore):
+    def __init__(self, client: Any, *, cluster: bool) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._reserve = _Script(RESERVE)
+        self._settle = _Script(SETTLE)
+        self._release = _Script(RELEASE)
+        self._sweep = _Script(SWEEP)
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        cluster: bool = False,
+        password: str | None = None,
+        timeout: float = 1.0,
+        max_connections: int = 64,
+    ) -> RedisBudgetStore:
+        """A client that fails fast: one immediate retry (a stale pooled connection),
+        then `StoreUnavailable`, so an outage costs a no-bid, not a hung request."""
+        retry = Retry(NoBackoff(), 1)
+        client: Any
+        if cluster:
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port)],
+                password=password,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=retry,
+                max_connections=max_connections,
+            )
+        else:
+            client = aioredis.Redis(
+                host=host,
+                port=port,
+                password=password,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=retry,
+                max_connections=max_connections,
+                health_check_interval=0,
+            )
+        return cls(client, cluster=cluster)
+
+    # ------------------------------------------------------------------ calls
+
+    async def reserve_many(
+        self, reservations: Sequence[Reservation], now_ms: int
+    ) -> tuple[list[ReserveResult], int]:
+        if not reservations:
+            return [], 0
+        try:
+            if not self.cluster:
+                return await self._reserve_group(reservations, now_ms)
+            groups: dict[int, list[int]] = {}
+            for position, item in enumerate(reservations):
+                groups.setdefault(item.campaign_id, []).append(position)
+            parts = await asyncio.gather(
+                *(
+                    self._reserve_group([reservations[p] for p in positions], now_ms)
+                    for positions in groups.values()
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        results: list[ReserveResult] = [ReserveResult.NO_BUDGET] * len(reservations)
+        released = 0
+        for positions, (codes, count) in zip(groups.values(), parts, strict=True):
+            released += count
+            for position, code in zip(positions, codes, strict=True):
+                results[position] = code
+        return results, released
+
+    async def _reserve_group(
+        self, reservations: Sequence[Reservation], now_ms: int
+    ) -> tuple[list[ReserveResult], int]:
+        keys: list[str] = []
+        args: list[str | int] = [now_ms, len(reservations)]
+        for item in reservations:
+            prefix = _prefix(item.campaign_id)
+            budget = prefix + "b"
+            keys += (
+                budget,
+                prefix + "r",
+                prefix + "x",
+                prefix + "f:" + item.cap_key if item.cap_key else budget,
+            )
+            args += (
+                item.rid,
+                item.price,
+                item.total_budget,
+                item.daily_limit,
+                item.day,
+                item.expires_ms,
+                item.cap_limit if item.cap_key else 0,
+                item.cap_ttl,
+            )
+        try:
+            raw = await self._reserve(self.client, len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return [ReserveResult(int(code)) for code in raw[:-1]], int(raw[-1])
+
+    async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
+        prefix = _prefix(settlement.campaign_id)
+        try:
+            raw = await self._settle(
+                self.client,
+                5,
+                prefix + "b",
+                prefix + "r",
+                prefix + "x",
+                prefix + "n:" + settlement.notice_id,
+                prefix + "s:" + _digest(settlement.rid),
+                settlement.rid,
+                settlement.clearing,
+                settlement.total_budget,
+                settlement.daily_budget,
+                settlement.day,
+                settlement.ttl,
+                now_ms,
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        outcome = SettleOutcome(SettleResult(int(raw[0])), int(raw[1]))
+        self.last_released = int(raw[2])
+        return outcome
+
+    last_released: int = 0
+    """Expired reservations the last settle call released (for the metric)."""
+
+    async def release(self, campaign_id: int, rid: str) -> bool:
+        prefix = _prefix(campaign_id)
+        try:
+            raw = await self._release(self.client, 3, prefix + "b", prefix + "r", prefix + "x", rid)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return bool(int(raw))
+
+    async def release_expired(self, campaign_ids: Sequence[int], now_ms: int) -> int:
+        keep = now_ms // 86_400_000 - DAYS_KEPT
+
+        async def one(campaign_id: int) -> int:
+            prefix = _prefix(campaign_id)
+            raw = await self._sweep(
+                self.client,
+                3,
+                prefix + "b",
+                prefix + "r",
+                prefix + "x",
+                now_ms,
+                SWEEP_LIMIT,
+                keep,
+            )
+            return int(raw)
+
+        try:
+            counts = await asyncio.gather(*(one(cid) for cid in campaign_ids))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return sum(counts)
+
+    async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
+        try:
+            result = await self.client.set(
+                _prefix(campaign_id) + "n:" + notice_id, 1, nx=True, ex=ttl
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return bool(result)
+
+    async def view(self, campaign_id: int, day: int) -> BudgetView:
+        prefix = _prefix(campaign_id)
+        try:
+            values = await self.client.hmget(prefix + "b", ["s", "r", f"ds:{day}", f"dr:{day}"])
+            count = await self.client.hlen(prefix + "r")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        spent, reserved, day_spent, day_reserved = (int(v or 0) for v in values)
+        return BudgetView(spent, reserved, day_spent, day_reserved, int(count))
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):  # already gone: nothing to release
+            await self.client.aclose()

@@ -1,0 +1,185 @@
+"""bidding-service entry point: `adplatform serve bidding`, and part of `adplatform dev`.
+
+Production needs Redis (budgets and frequency caps), Kafka (campaign updates in, ad
+events out), the tracking secret and the internal key for the snapshot. With
+`REDIS_HOST` unset the in-process budget store is used (dev mode only: it is one
+process's memory, so replicas would not share budgets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+from starlette.applications import Starlette
+
+from adplatform.bidding import metrics
+from adplatform.bidding.auction import Auction, StoreHealth
+from adplatform.bidding.budget import BudgetStore, MemoryBudgetStore, ReservationBatcher
+from adplatform.bidding.freshness import CampaignFeed
+from adplatform.bidding.index import TargetingIndex
+from adplatform.bidding.notices import Notices
+from adplatform.bidding.routes import BidderApp, BidEndpoint, fault_routes, tracking_routes
+from adplatform.bidding.tracking import Tracker
+from adplatform.core.app import create_service_app
+from adplatform.core.bus import EventBus
+from adplatform.core.config import Settings
+from adplatform.core.logging import get_logger
+
+log = get_logger(__name__)
+
+SERVICE: Final = "bidding"
+REQUIRED_SETTINGS: Final = ("redis_host", "kafka_brokers", "tracking_secret", "internal_api_key")
+
+SWEEP_INTERVAL: Final = 5.0
+HEALTH_INTERVAL: Final = 1.0
+
+
+def build_store(settings: Settings) -> BudgetStore:
+    if not settings.redis_host:
+        return MemoryBudgetStore()
+    from adplatform.bidding.budget_redis import RedisBudgetStore
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return RedisBudgetStore.connect(
+        settings.redis_host,
+        settings.redis_port,
+        cluster=settings.redis_cluster,
+        password=password,
+    )
+
+
+def _tracking_secret(settings: Settings) -> bytes:
+    if settings.tracking_secret is not None and settings.tracking_secret.get_secret_value():
+        return settings.tracking_secret.get_secret_value().encode()
+    log.warning("tracking_secret_generated", reason="TRACKING_SECRET unset; URLs are per process")
+    return secrets.token_bytes(32)
+
+
+def _count_expired(count: int) -> None:
+    metrics.BID_RESERVATIONS_EXPIRED.inc(count)
+
+
+class Bidder:
+    """The bidder's parts, wired once per app."""
+
+    def __init__(self, settings: Settings, bus: EventBus, store: BudgetStore) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.index = TargetingIndex()
+        self.health = StoreHealth()
+        self.batcher = ReservationBatcher(store)
+        self.batcher.on_released = _count_expired
+        self.tracker = Tracker(
+            _tracking_secret(settings),
+            settings.public_bidding_url,
+            settings.tracking_url_ttl_seconds,
+        )
+        self.auction = Auction(
+            index=self.index,
+            batcher=self.batcher,
+            health=self.health,
+            tracker=self.tracker,
+            timeout_ms=settings.bid_timeout_ms,
+            safety_margin_ms=settings.bid_safety_margin_ms,
+            reservation_timeout_s=settings.bid_reservation_timeout_seconds,
+            pacing_ahead_s=settings.bid_pacing_ahead_seconds,
+            currency_rates=settings.bid_currency_rates,
+        )
+        self.notices = Notices(tracker=self.tracker, store=store, index=self.index)
+        self.feed = CampaignFeed(
+            self.index,
+            bus,
+            campaign_service_url=settings.campaign_service_url,
+            internal_api_key=(
+                settings.internal_api_key.get_secret_value() if settings.internal_api_key else None
+            ),
+        )
+        self.endpoint = BidEndpoint(self.auction, ready=self.feed.loaded)
+
+    async def sweep_forever(self) -> None:
+        """Release expired reservations of campaigns this process reserved on."""
+        horizon = self.settings.bid_reservation_timeout_seconds * 2 + 60
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            mono = time.monotonic()
+            recent = self.auction.recent
+            for campaign_id in [c for c, t in recent.items() if mono - t > horizon]:
+                del recent[campaign_id]
+            ids = list(recent)
+            try:
+                for start in range(0, len(ids), 500):
+                    released = await self.store.release_expired(
+                        ids[start : start + 500], int(time.time() * 1000)
+                    )
+                    if released:
+                        metrics.BID_RESERVATIONS_EXPIRED.inc(released)
+            except Exception as exc:
+                log.warning("sweep_failed", error=str(exc)[:300])
+
+    async def watch_store(self) -> None:
+        """Keep `bidder_budget_store_up` and the bid path's view of the store current."""
+        while True:
+            try:
+                await asyncio.wait_for(self.store.ping(), 2.0)
+            except Exception as exc:
+                self.health.failed(exc)
+            else:
+                self.health.ok()
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    async def snapshot_ready(self) -> bool:
+        if not self.feed.loaded.is_set():
+            raise RuntimeError("campaign snapshot not loaded yet")
+        return True
+
+    async def store_ready(self) -> bool:
+        await self.store.ping()
+        return True
+
+
+def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
+    bus = bus if bus is not None else EventBus.from_brokers(settings.kafka_brokers)
+    bidder = Bidder(settings, bus, build_store(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        producer = bus.producer()
+        bidder.auction.producer = producer
+        bidder.notices.producer = producer
+        tasks = [
+            asyncio.create_task(bidder.feed.run(), name="bidder-feed"),
+            asyncio.create_task(bidder.sweep_forever(), name="bidder-sweeper"),
+            asyncio.create_task(bidder.watch_store(), name="bidder-store-health"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await bidder.batcher.drain()
+            await producer.close()
+            await bidder.store.close()
+
+    app = create_service_app(
+        SERVICE,
+        settings,
+        app_class=BidderApp,
+        routes=[
+            *tracking_routes(bidder.notices),
+            *fault_routes(bidder.endpoint, settings),
+        ],
+        lifespan=lifespan,
+        probe_aliases=True,
+    )
+    app.bid_endpoint = bidder.endpoint
+    app.state.bidder = bidder
+    app.state.readiness.add("snapshot", bidder.snapshot_ready)
+    app.state.readiness.add("budget_store", bidder.store_ready)
+    return app
