@@ -46,3 +46,7 @@ bench: deps  ## run the benchmarks (prints their figures)
 
 clean:  ## remove the virtualenv, caches and the embedded database
 	rm -rf $(VENV) .cache .adplatform .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: dashboard
+dashboard:  ## rebuild the analytics dashboard bundle (npm) into src/adplatform/analytics/static
+	cd src/adplatform/analytics/frontend && npm ci --no-audit --no-fund && npm run build

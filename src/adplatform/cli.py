@@ -138,6 +138,27 @@ def simulate(
     typer.echo(stats.describe())
 
 
+@app.command("analytics-rollup")
+def analytics_rollup(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Roll up minutes older than this (ANALYTICS_MINUTE_RETENTION_DAYS)."
+        ),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Also forget event ids older than ANALYTICS_DEDUP_RETENTION_HOURS."),
+    ] = True,
+) -> None:
+    """Roll analytics minute buckets older than N days into hourly ones (totals unchanged)."""
+    from adplatform.analytics.retention import run_retention
+
+    settings = get_settings()
+    configure_logging(settings.log_level.value, service="analytics-rollup")
+    typer.echo(asyncio.run(run_retention(settings, older_than_days=older_than_days, prune=prune)))
+
+
 @app.command()
 def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

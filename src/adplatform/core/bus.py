@@ -108,6 +108,11 @@ class EventConsumer(ABC):
     @abstractmethod
     def assignment(self) -> list[TopicPartition]: ...
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read an assigned partition from `offset` on (a consumer that stores its own
+        offsets rewinds to them after a failed commit)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot seek")
+
     @abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages between this consumer's position and each assigned partition's end."""
@@ -601,6 +606,11 @@ class KafkaConsumer(EventConsumer):
     def assignment(self) -> list[TopicPartition]:
         with self._lock:
             return list(self._assigned)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        self._consumer.seek(KafkaTopicPartition(tp[0], tp[1], offset))
 
     async def lag(self) -> dict[TopicPartition, int]:
         from confluent_kafka import TopicPartition as KafkaTopicPartition

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     tracking_url_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     """How long the bidder's signed win/billing/impression/click URLs stay valid."""
 
+    # --- analytics -------------------------------------------------------------
+    analytics_minute_retention_days: int = Field(default=7, ge=1, le=3660)
+    """Minute buckets older than this are rolled up into hourly ones."""
+    analytics_dedup_retention_hours: int = Field(default=72, ge=1, le=87_600)
+    """How long processed event ids are kept: a duplicate later than this counts twice."""
+    analytics_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    """Most events one analytics transaction writes."""
+    analytics_consumer_group: str = Field(default="analytics", min_length=1, max_length=200)
+
     @field_validator("kafka_brokers", mode="before")
     @classmethod
     def _split_brokers(cls, value: object) -> object:
