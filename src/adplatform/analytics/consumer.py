@@ -76,7 +76,7 @@ class AnalyticsConsumer:
         async with self._lock:
             stored = await self.store.load_offsets(self.group, partitions)
             self.positions.update(stored)
-        log.info("analytics_partitions_assigned", group=self.group, offsets=stored)
+        log.info("analytics_partitions_assigned", group=self.group, offsets=_named(stored))
         return stored
 
     async def _on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -185,10 +185,15 @@ class AnalyticsConsumer:
             self.positions.update(stored)
             for tp, offset in stored.items():
                 consumer.seek(tp, offset)
-        log.info("analytics_rewound", group=self.group, offsets=stored)
+        log.info("analytics_rewound", group=self.group, offsets=_named(stored))
 
     async def _report_lag(self, consumer: EventConsumer) -> None:
         try:
             await consumer.report_lag(self.group)
         except Exception as exc:  # lag is for dashboards; never stop consuming over it
             log.warning("analytics_lag_report_failed", error=str(exc))
+
+
+def _named(offsets: dict[TopicPartition, int]) -> dict[str, int]:
+    """Offsets keyed `topic[partition]`, as JSON logs can carry them."""
+    return {f"{topic}[{partition}]": offset for (topic, partition), offset in offsets.items()}

@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> FastAPI:
         event_bus,
         store,
         group=settings.analytics_consumer_group,
+        topic=settings.analytics_topic,
         batch_size=settings.analytics_batch_size,
     )
 

@@ -44,7 +44,9 @@ From = Annotated[
     datetime | None,
     Query(alias="from", description="Start of the period (inclusive), ISO 8601."),
 ]
-To = Annotated[datetime | None, Query(description="End of the period (exclusive), ISO 8601.")]
+To = Annotated[
+    datetime | None, Query(alias="to", description="End of the period (exclusive), ISO 8601.")
+]
 
 
 class InvalidPeriod(ApiError):

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     analytics_batch_size: int = Field(default=5000, ge=1, le=100_000)
     """Most events one analytics transaction writes."""
     analytics_consumer_group: str = Field(default="analytics", min_length=1, max_length=200)
+    analytics_topic: str = Field(default="ad-events", min_length=1, max_length=249)
+    """The topic analytics consumes (`ad-events`; another name isolates a test run)."""
 
     @field_validator("kafka_brokers", mode="before")
     @classmethod

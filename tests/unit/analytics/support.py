@@ -3,8 +3,11 @@ oracle for the expected totals, and database helpers (seeding, reading aggregate
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -146,7 +149,7 @@ async def stored_minutes(engine: AsyncEngine) -> dict[tuple[int, int], tuple[int
     columns = ", ".join(MEASURES)
     async with engine.connect() as connection:
         rows = await connection.execute(
-            text(f"SELECT campaign_id, bucket, {columns} FROM analytics_campaign_minute")
+            text(f"SELECT campaign_id, bucket, {columns} FROM analytics_campaign_minute")  # noqa: S608
         )
         return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
@@ -154,12 +157,12 @@ async def stored_minutes(engine: AsyncEngine) -> dict[tuple[int, int], tuple[int
 async def stored_campaigns(engine: AsyncEngine) -> dict[int, tuple[int, ...]]:
     sums = ", ".join(f"sum({m})" for m in MEASURES)
     union = (
-        f"SELECT campaign_id, {', '.join(MEASURES)} FROM analytics_campaign_minute "
+        f"SELECT campaign_id, {', '.join(MEASURES)} FROM analytics_campaign_minute "  # noqa: S608
         f"UNION ALL SELECT campaign_id, {', '.join(MEASURES)} FROM analytics_campaign_hour"
     )
     async with engine.connect() as connection:
         rows = await connection.execute(
-            text(f"SELECT campaign_id, {sums} FROM ({union}) AS s GROUP BY campaign_id")
+            text(f"SELECT campaign_id, {sums} FROM ({union}) AS s GROUP BY campaign_id")  # noqa: S608
         )
         return {r[0]: tuple(int(v) for v in r[1:]) for r in rows}
 
@@ -213,3 +216,16 @@ async def seed_campaigns(
                 },
             )
     return Seeded(keys)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.05
+) -> None:
+    """Wait until `condition()` holds; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

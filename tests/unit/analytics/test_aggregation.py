@@ -27,7 +27,8 @@ def test_event_key_keeps_ad_event_ids_and_hashes_anything_else() -> None:
     generated = ad_event_id("auction", "1", AdEventType.WIN)
     assert event_key(generated) == generated
     other = event_key("not-a-hex-id")
-    assert len(other) == 32 and int(other, 16) >= 0
+    assert len(other) == 32
+    assert int(other, 16) >= 0
     assert event_key("not-a-hex-id") == other
     assert event_key("NOT-A-HEX-ID") != other
     upper = generated.upper()

@@ -12,7 +12,12 @@ from adplatform.analytics.store import SqlStore
 from adplatform.core.bus import EventBus
 from adplatform.core.db import session_factory
 from adplatform.core.events import AD_EVENTS_TOPIC, AdEvent, encode
-from tests.unit.analytics.support import expected_minutes, generate_events, stored_minutes
+from tests.unit.analytics.support import (
+    eventually,
+    expected_minutes,
+    generate_events,
+    stored_minutes,
+)
 
 
 async def publish(bus: EventBus, events: list[AdEvent]) -> None:
@@ -30,17 +35,26 @@ def end_offsets(bus: EventBus) -> int:
 async def stored_offset_total(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         value = (
-            await connection.execute(text("SELECT sum(next_offset) FROM analytics_consumer_offsets"))
+            await connection.execute(
+                text("SELECT sum(next_offset) FROM analytics_consumer_offsets")
+            )
         ).scalar()
     return int(value or 0)
 
 
-async def run_until_caught_up(engine: AsyncEngine, bus: EventBus, *consumers: AnalyticsConsumer) -> None:
+async def caught_up(engine: AsyncEngine, bus: EventBus) -> None:
+    async def done() -> bool:
+        return await stored_offset_total(engine) >= end_offsets(bus)
+
+    await eventually(done, timeout=20)
+
+
+async def run_until_caught_up(
+    engine: AsyncEngine, bus: EventBus, *consumers: AnalyticsConsumer
+) -> None:
     tasks = [asyncio.create_task(c.run()) for c in consumers]
     try:
-        async with asyncio.timeout(20):
-            while await stored_offset_total(engine) < end_offsets(bus):
-                await asyncio.sleep(0.05)
+        await caught_up(engine, bus)
     finally:
         for c in consumers:
             await c.stop()
@@ -88,10 +102,9 @@ async def test_two_consumers_in_one_group_split_the_partitions_exactly(
     await asyncio.sleep(0.2)
     second_task = asyncio.create_task(second.run())  # joins: a rebalance mid-stream
     await publish(bus, events[400:])
-    async with asyncio.timeout(20):
-        while await stored_offset_total(engine) < end_offsets(bus):
-            await asyncio.sleep(0.05)
-    assert first.positions and second.positions
+    await caught_up(engine, bus)
+    assert first.positions
+    assert second.positions
     assert not set(first.positions) & set(second.positions)
     for c in (first, second):
         await c.stop()
@@ -113,9 +126,9 @@ async def test_a_consumer_fenced_out_rewinds_to_the_stored_offsets(engine: Async
     zombie = consumer(engine, bus, 1000)
     store = zombie.store
     stored = await store.load_offsets("analytics", [(AD_EVENTS_TOPIC, p) for p in range(6)])
-    zombie.positions = {tp: 0 for tp in stored}
+    zombie.positions = dict.fromkeys(stored, 0)
     assert bus.memory is not None
-    messages = [m for m in bus.memory.messages(AD_EVENTS_TOPIC)]
+    messages = list(bus.memory.messages(AD_EVENTS_TOPIC))
     conflict = await zombie._commit(messages)
     assert conflict is True
     assert await stored_minutes(engine) == expected_minutes(events[:200])

@@ -55,11 +55,14 @@ async def test_roll_up_keeps_totals_and_leaves_recent_minutes(engine: AsyncEngin
     minutes_before = await stored_minutes(engine)
     now = START_MS / 1000 + 3 * DAY  # end of the span: a day and a half back is the middle
     result = await roll_up_minutes(engine, older_than_days=1, now=now + DAY // 2)
-    assert result.minute_rows > 0 and result.hour_rows > 0
+    assert result.minute_rows > 0
+    assert result.hour_rows > 0
     remaining = await stored_minutes(engine)
     assert all(bucket >= result.cutoff for _, bucket in remaining)
     assert {k: v for k, v in minutes_before.items() if k[1] >= result.cutoff} == remaining
-    assert all(bucket % 3600 == 0 and bucket < result.cutoff for _, bucket in await hour_rows(engine))
+    assert all(
+        bucket % 3600 == 0 and bucket < result.cutoff for _, bucket in await hour_rows(engine)
+    )
     assert await stored_campaigns(engine) == expected_campaigns(events)
 
     again = await roll_up_minutes(engine, older_than_days=1, now=now + DAY // 2)
@@ -85,12 +88,18 @@ async def test_prune_forgets_only_ids_older_than_the_window(engine: AsyncEngine)
     events = generate_events(400, seed=24, start_ms=START_MS, span_ms=10 * 3600_000)
     await load(engine, events)
     async with engine.connect() as connection:
-        total = (await connection.execute(text("SELECT count(*) FROM analytics_processed_events"))).scalar()
+        total = (
+            await connection.execute(text("SELECT count(*) FROM analytics_processed_events"))
+        ).scalar()
     now = START_MS / 1000 + 10 * 3600
     removed = await prune_processed_ids(engine, older_than_hours=5, now=now)
     async with engine.connect() as connection:
-        oldest = (await connection.execute(text("SELECT min(bucket) FROM analytics_processed_events"))).scalar()
-        left = (await connection.execute(text("SELECT count(*) FROM analytics_processed_events"))).scalar()
+        oldest = (
+            await connection.execute(text("SELECT min(bucket) FROM analytics_processed_events"))
+        ).scalar()
+        left = (
+            await connection.execute(text("SELECT count(*) FROM analytics_processed_events"))
+        ).scalar()
     assert 0 < removed < total
     assert left == total - removed
     assert oldest >= now - 5 * 3600 - 60

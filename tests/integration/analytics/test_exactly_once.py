@@ -1,0 +1,189 @@
+"""Exactly once against real Kafka and PostgreSQL: duplicates, SIGKILLs, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adplatform.analytics.consumer import AnalyticsConsumer
+from adplatform.analytics.store import PostgresStore
+from adplatform.core.bus import EventBus
+from tests.infra.common import free_port, port_open
+from tests.infra.kafka import KafkaBroker
+from tests.integration.analytics.conftest import produce, stored_offsets, wait_caught_up
+from tests.unit.analytics.support import (
+    eventually,
+    expected_campaigns,
+    expected_minutes,
+    generate_events,
+    stored_campaigns,
+    stored_minutes,
+)
+
+pytestmark = pytest.mark.integration
+
+FAST_GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+def analytics_consumer(
+    brokers: str, postgres_url: str, topic: str, group: str, batch_size: int = 2000
+) -> AnalyticsConsumer:
+    return AnalyticsConsumer(
+        EventBus.from_brokers([brokers]),
+        PostgresStore(postgres_url),
+        group=group,
+        topic=topic,
+        batch_size=batch_size,
+        kafka_config=FAST_GROUP_CONFIG,
+    )
+
+
+async def test_known_events_with_duplicates_give_exact_totals_per_campaign_and_minute(
+    kafka_broker: KafkaBroker, postgres_url: str, pg_engine: AsyncEngine, topic: str
+) -> None:
+    events = generate_events(6000, campaigns=40, seed=51, duplicate_rate=0.15)
+    duplicates = len(events) - len({e.id for e in events})
+    assert duplicates > 500
+    await produce(kafka_broker.bootstrap, topic, events)
+    consumer = analytics_consumer(kafka_broker.bootstrap, postgres_url, topic, "g-dup", 1000)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_caught_up(pg_engine, "g-dup", len(events))
+    finally:
+        await consumer.stop()
+        await task
+        await consumer.store.close()
+    assert await stored_minutes(pg_engine) == expected_minutes(events)
+    assert consumer.committed_events == len(events) - duplicates
+
+
+async def test_two_consumers_in_one_group_with_forced_rebalances_stay_exact(
+    kafka_broker: KafkaBroker, postgres_url: str, pg_engine: AsyncEngine, topic: str
+) -> None:
+    events = generate_events(40_000, campaigns=60, seed=52, duplicate_rate=0.1)
+    group = "g-rebalance"
+    first = analytics_consumer(kafka_broker.bootstrap, postgres_url, topic, group, 500)
+    second = analytics_consumer(kafka_broker.bootstrap, postgres_url, topic, group, 500)
+    third = analytics_consumer(kafka_broker.bootstrap, postgres_url, topic, group, 500)
+    producing = asyncio.create_task(produce(kafka_broker.bootstrap, topic, events))
+    tasks = [asyncio.create_task(first.run())]
+    try:
+
+        async def under_way() -> bool:
+            return await stored_offsets(pg_engine, group) >= 3000
+
+        await eventually(under_way, timeout=60)  # the first one is under way alone
+        tasks.append(asyncio.create_task(second.run()))  # rebalance: partitions move
+
+        async def both_own_partitions() -> bool:
+            return bool(first.positions and second.positions)
+
+        await eventually(both_own_partitions, timeout=60)
+        assert not set(first.positions) & set(second.positions)
+        await first.stop()  # rebalance again: the second takes everything over
+        await tasks[0]
+        tasks.append(asyncio.create_task(third.run()))  # and a third one joins
+        await producing
+        await wait_caught_up(pg_engine, group, len(events))
+    finally:
+        for c in (first, second, third):
+            await c.stop()
+        await asyncio.gather(*tasks, producing, return_exceptions=True)
+        for c in (first, second, third):
+            await c.store.close()
+    assert await stored_minutes(pg_engine) == expected_minutes(events)
+    assert first.committed_events + second.committed_events + third.committed_events == len(
+        {e.id for e in events}
+    )
+
+
+def _serve(
+    postgres_url: str, brokers: str, topic: str, group: str, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": postgres_url,
+        "KAFKA_BROKERS": brokers,
+        "ADMIN_API_KEY": "integration-admin",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "METRICS_ENABLED": "false",
+        "ANALYTICS_TOPIC": topic,
+        "ANALYTICS_CONSUMER_GROUP": group,
+        "ANALYTICS_BATCH_SIZE": "3000",
+    }
+    adplatform = Path(sys.executable).with_name("adplatform")
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [str(adplatform), "serve", "analytics"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    return process, port
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_batch_then_restart_keeps_totals_exact(
+    kafka_broker: KafkaBroker,
+    postgres_url: str,
+    pg_engine: AsyncEngine,
+    topic: str,
+    tmp_path: Path,
+) -> None:
+    """`adplatform serve analytics` is killed with SIGKILL at random moments while it
+    commits large batches (and while more events arrive), restarted each time."""
+    rng = random.Random(53)
+    group = "g-kill"
+    first = generate_events(60_000, campaigns=200, seed=53, duplicate_rate=0.1)
+    later = generate_events(20_000, campaigns=200, seed=54, duplicate_rate=0.1)
+    await produce(kafka_broker.bootstrap, topic, first)
+    log = tmp_path / "analytics.log"
+    kills = 0
+    progress: list[int] = []
+    for round_number in range(4):
+        process, port = _serve(postgres_url, kafka_broker.bootstrap, topic, group, log)
+        try:
+            if round_number == 1:
+                await produce(kafka_broker.bootstrap, topic, later[:10_000])
+            before = await stored_offsets(pg_engine, group)
+            async with asyncio.timeout(90):  # wait until it is committing
+                while await stored_offsets(pg_engine, group) <= before:
+                    assert process.poll() is None, log.read_text()[-3000:]
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0.05, 0.6))  # somewhere inside a batch
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        kills += 1
+        progress.append(await stored_offsets(pg_engine, group))
+    assert kills >= 3
+    total = len(first) + 10_000
+    assert progress[-1] < total, "the kills should land before the end of the stream"
+    assert progress == sorted(progress)
+
+    await produce(kafka_broker.bootstrap, topic, later[10_000:])
+    process, port = _serve(postgres_url, kafka_broker.bootstrap, topic, group, log)
+    try:
+        await wait_caught_up(pg_engine, group, len(first) + len(later), timeout=180)
+
+        async def listening() -> bool:
+            return port_open(port)
+
+        await eventually(listening, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert process.returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]
+    assert "Application shutdown complete" in log.read_text()[-3000:]
+    everything = first + later
+    assert await stored_minutes(pg_engine) == expected_minutes(everything)
+    assert await stored_campaigns(pg_engine) == expected_campaigns(everything)
