@@ -29,6 +29,9 @@ const devKey = document.querySelector('meta[name="adp-dev-key"]')?.content || ""
 let apiKey = localStorage.getItem(KEY_STORAGE) || devKey;
 let timer = null;
 let busy = false;
+// What the page shows, also read by the browser test.
+const view = { charts: {}, series: [], spanSeconds: 3600, refreshes: 0 };
+window.adpDashboard = view;
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -58,6 +61,17 @@ function timeLabel(seconds, spanSeconds) {
   return spanSeconds > 86400 ? `${date.toISOString().slice(5, 10)} ${time}` : time;
 }
 
+const TICK_STEPS = [60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+// Time ticks on whole minutes/hours: the smallest round step giving at most 8 ticks.
+function alignedTicks(scale) {
+  const span = scale.max - scale.min;
+  const step = TICK_STEPS.find((s) => span / s <= 8) || 86400;
+  const ticks = [];
+  for (let t = Math.ceil(scale.min / step) * step; t <= scale.max; t += step) ticks.push({ value: t });
+  scale.ticks = ticks;
+}
+
 function makeChart(metric) {
   return new Chart($(`chart-${metric}`), {
     type: "line",
@@ -73,9 +87,10 @@ function makeChart(metric) {
       scales: {
         x: {
           type: "linear",
+          afterBuildTicks: alignedTicks,
           ticks: {
             maxTicksLimit: 8,
-            callback: (value) => timeLabel(value, window.adpDashboard.spanSeconds),
+            callback: (value) => timeLabel(value, view.spanSeconds),
           },
         },
         y: { type: "linear", beginAtZero: true },
@@ -93,7 +108,7 @@ function makeChart(metric) {
 }
 
 const charts = Object.fromEntries(Object.keys(METRICS).map((m) => [m, makeChart(m)]));
-window.adpDashboard = { charts, series: [], spanSeconds: 3600, refreshes: 0 };
+view.charts = charts;
 
 function selectedPeriod() {
   const span = Number($("period").value);
@@ -135,8 +150,8 @@ async function campaignsToShow(period) {
 }
 
 function render(series, period) {
-  window.adpDashboard.series = series;
-  window.adpDashboard.spanSeconds = period.span;
+  view.series = series;
+  view.spanSeconds = period.span;
   for (const [metric, { value }] of Object.entries(METRICS)) {
     const chart = charts[metric];
     chart.data.datasets = series.map((s, i) => ({
@@ -182,7 +197,7 @@ async function refresh({ reloadList = false } = {}) {
       ),
     );
     render(series, period);
-    window.adpDashboard.refreshes += 1;
+    view.refreshes += 1;
     const shown = ids.length ? `${ids.length} campaign${ids.length > 1 ? "s" : ""}` : "no campaigns with data yet";
     setStatus(`updated ${new Date().toISOString().slice(11, 19)} UTC · ${shown}`);
     document.body.dataset.state = "ready";
@@ -197,7 +212,7 @@ async function refresh({ reloadList = false } = {}) {
 
 function schedule() {
   clearInterval(timer);
-  if ($("live").checked) timer = setInterval(() => refresh({ reloadList: window.adpDashboard.refreshes % 6 === 0 }), REFRESH_MS);
+  if ($("live").checked) timer = setInterval(() => refresh({ reloadList: view.refreshes % 6 === 0 }), REFRESH_MS);
 }
 
 $("api-key").value = apiKey;
