@@ -126,7 +126,9 @@ async def test_dashboard_shows_live_data_in_headless_chromium(tmp_path: Path) ->
     await seed_campaigns(engine, campaigns)
     await engine.dispose()
     now_ms = int(time.time() * 1000)
-    first = generate_events(1500, campaigns=4, seed=61, start_ms=now_ms - 30 * 60_000, span_ms=25 * 60_000)
+    first = generate_events(
+        1500, campaigns=4, seed=61, start_ms=now_ms - 30 * 60_000, span_ms=25 * 60_000
+    )
     more = generate_events(600, campaigns=4, seed=62, start_ms=now_ms - 60_000, span_ms=30_000)
 
     bus = EventBus.from_brokers([])
