@@ -47,9 +47,15 @@ COMBINATIONS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "gateway": ((), {"httpRoute.gateway.create": "true", "httpRoute.gateway.className": "eg"}),
     "no-autoscaling": (
         (),
-        {f"services.{name}.autoscaling.enabled": "false" for name in ("campaigns", "bidding", "analytics")},
+        {
+            f"services.{name}.autoscaling.enabled": "false"
+            for name in ("campaigns", "bidding", "analytics")
+        },
     ),
-    "external-postgres": ((), {k: v for k, v in EXTERNAL_DATA_TIER.items() if k.startswith("postgres.")}),
+    "external-postgres": (
+        (),
+        {k: v for k, v in EXTERNAL_DATA_TIER.items() if k.startswith("postgres.")},
+    ),
     "external-kafka": ((), {k: v for k, v in EXTERNAL_DATA_TIER.items() if k.startswith("kafka.")}),
     "external-redis": ((), {k: v for k, v in EXTERNAL_DATA_TIER.items() if k.startswith("redis.")}),
     "external-all": ((), EXTERNAL_DATA_TIER),
@@ -85,7 +91,9 @@ def helm_binary(name: str = "helm") -> str:
     return require(str(CACHE / "bin" / name), INSTALL_HINT)
 
 
-def run_helm(*args: str, binary: str = "helm", cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+def run_helm(
+    *args: str, binary: str = "helm", cwd: Path = PROJECT_ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [helm_binary(binary), *args], capture_output=True, text=True, cwd=cwd, timeout=120
     )
@@ -169,11 +177,13 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     require(str(CRDS / "strimzi" / "040-Crd-kafka.yaml"), INSTALL_HINT)
     schemas = {}
     for path in sorted(CRDS.glob("*/*.yaml")):
-        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):  # noqa: S506 - a safe loader
+        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
             for version in doc["spec"]["versions"]:
                 if version.get("served", True):
-                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"][
+                        "openAPIV3Schema"
+                    ]
     return schemas

@@ -60,7 +60,9 @@ def test_helm4_renders_the_same_objects(name: str, rendered: dict[str, Rendered]
     files, sets = COMBINATIONS[name]
     result = render(files, sets, binary="helm4")
     assert result.returncode == 0, result.stderr
-    assert _without_random(parse_manifests(result.stdout)) == _without_random(rendered[name].objects)
+    assert _without_random(parse_manifests(result.stdout)) == _without_random(
+        rendered[name].objects
+    )
 
 
 def test_package_follows_the_monitoring_link(tmp_path: Path, rendered: dict[str, Rendered]) -> None:
@@ -94,7 +96,9 @@ def test_objects_valid_for_kubernetes(version: str, combination: Rendered) -> No
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            errors.append(
+                f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
     assert not errors, f"{combination.name} on Kubernetes {version}:\n" + "\n".join(errors)
 
 
@@ -130,7 +134,7 @@ def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
 def validate_custom_resource(obj: dict[str, Any]) -> list[str]:
     validator = crd_validator(obj["apiVersion"], obj["kind"])
     return [
-        f"{obj['kind']}/{obj['metadata']['name']}: {error.message} at {'/'.join(map(str, error.path))}"
+        f"{obj['kind']}/{obj['metadata']['name']}: {error.message} at {error.json_path}"
         for error in validator.iter_errors(obj)
     ]
 
