@@ -100,7 +100,9 @@ class OutboxRelay:
         self.producer = producer
         self.config = config or RelayConfig()
         self.sqlite = is_sqlite(engine)
-        self._wake = asyncio.Event()
+        self._wake = _Signal()
+        self._stop = _Signal(sticky=True)
+        self._stopping = False
         self._leader: AsyncConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_prune = 0.0
@@ -111,15 +113,24 @@ class OutboxRelay:
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
+        self._stop.clear()
         self._tasks = [
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._report_metrics(), name="outbox-metrics"),
         ]
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let the loops finish the round they are in (a database call cut off by a
+        cancellation can leave its connection unusable), then cancel stragglers."""
+        self._stopping = True
+        self._stop.set()
+        self._wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._drop_leadership()
 
@@ -213,11 +224,9 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = self.config.min_backoff
-        while True:
+        while not self._stopping:
             try:
                 published = await self.relay_once()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 OUTBOX_RELAY_FAILURES.inc()
                 log.warning(
@@ -227,14 +236,13 @@ class OutboxRelay:
                 )
                 if not isinstance(exc, PublishError):
                     await self._drop_leadership()  # the database connection may be gone
-                await asyncio.sleep(backoff)
+                await self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.config.max_backoff)
                 continue
             backoff = self.config.min_backoff
             if published >= self.config.batch_size:
                 continue  # more are waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            await self._wake.wait(self.config.poll_interval)
 
     async def _prune_if_due(self, connection: AsyncConnection) -> None:
         now = time.monotonic()
@@ -276,13 +284,55 @@ class OutboxRelay:
         return count, max((datetime.now(UTC) - oldest).total_seconds(), 0.0)
 
     async def _report_metrics(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 count, age = await self.pending()
                 OUTBOX_PENDING.set(count)
                 OUTBOX_OLDEST_AGE.set(age)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.debug("outbox_metrics_failed", error=str(exc))
-            await asyncio.sleep(self.config.metrics_interval)
+            await self._stop.wait(self.config.metrics_interval)
+
+
+class _Signal:
+    """A wake-up flag with a timed wait.
+
+    Python 3.11's `asyncio.wait_for(event.wait(), t)` can hang a task that is
+    cancelled while the event fires; awaiting one plain future with a timer cannot.
+    A `set()` while nobody waits is remembered, so no wake-up is ever lost.
+    """
+
+    def __init__(self, *, sticky: bool = False) -> None:
+        self.sticky = sticky
+        """A sticky signal stays set once set (a stop request)."""
+        self._flag = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._flag = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self, timeout: float) -> None:
+        """Return when set (consuming the flag) or after `timeout` seconds."""
+        if not self._flag:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(timeout, _resolve, waiter)
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.remove(waiter)
+        if not self.sticky:
+            self._flag = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -120,7 +120,7 @@ def check_campaign_transition(current: CampaignStatus, target: CampaignStatus) -
     if target not in CAMPAIGN_TRANSITIONS[current]:
         allowed = sorted(CAMPAIGN_TRANSITIONS[current])
         raise IllegalTransition(
-            f"a {current} campaign cannot become {target}",
+            f"a campaign cannot go from {current} to {target}",
             details={"field": "status", "from": current, "to": target, "allowed": allowed},
         )
     return True
@@ -132,7 +132,7 @@ def check_creative_transition(current: CreativeStatus, target: CreativeStatus) -
     if target not in CREATIVE_TRANSITIONS[current]:
         allowed = sorted(CREATIVE_TRANSITIONS[current])
         raise IllegalTransition(
-            f"a {current} creative cannot become {target}",
+            f"a creative cannot go from {current} to {target}",
             details={"field": "status", "from": current, "to": target, "allowed": allowed},
         )
     return True
