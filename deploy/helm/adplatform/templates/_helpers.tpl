@@ -202,6 +202,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: {{ include "adplatform.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "adplatform.labels" . | nindent 4 }}
   annotations:
