@@ -57,7 +57,16 @@ if [ -z "$formed" ]; then
 else
   for addr in $alone; do
     echo "redis-cluster-init: $addr is not in the cluster; adding it as a replica"
+    # The identity that node had before its data was lost is gone for good: the others
+    # list it as `noaddr` without slots. Forget it everywhere, or the cluster keeps
+    # counting a dead node.
+    stale="$(cli "$formed" cluster nodes | tr -d '\r' | awk '$3 ~ /noaddr/ && NF <= 8 {print $1}')"
     redis-cli --cluster add-node "$addr" "$formed" --cluster-slave
+    for id in $stale; do
+      for node in $addresses; do
+        cli "$node" cluster forget "$id" >/dev/null 2>&1 || true
+      done
+    done
   done
 fi
 
