@@ -5,6 +5,7 @@ PromQL (promtool)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,6 @@ import prometheus_client
 import pytest
 import yaml
 
-# Importing the metrics modules registers every metric the services expose.
-import adplatform.analytics.metrics
-import adplatform.bidding.metrics
-import adplatform.core.metrics
 from tests.chart.conftest import PROJECT_ROOT, Rendered
 from tests.infra.common import require
 
@@ -26,6 +23,8 @@ RULES = yaml.safe_load(ADAPTER.read_text())["rules"]
 
 def exposed_metric_names() -> set[str]:
     """Every metric family the services register (their modules define them at import)."""
+    for module in ("core", "bidding", "analytics"):
+        importlib.import_module(f"adplatform.{module}.metrics")
     names = set()
     for family in prometheus_client.REGISTRY.collect():
         names.add(family.name)
