@@ -232,7 +232,7 @@ def adapter_queries() -> Iterator[Query]:
     for kind in ("custom", "external"):
         for index, rule in enumerate(rules.get(kind) or []):
             series_query = str(rule["seriesQuery"])
-            origin = f"{ADAPTER_VALUES.name}: rules.{kind}[{index}]"
+            origin = f"prometheus-adapter/{ADAPTER_VALUES.name}: rules.{kind}[{index}]"
             yield Query(f"{origin}.seriesQuery", series_query)
             series = series_query.split("{", 1)[0].strip()
             if "metricsQuery" in rule:
