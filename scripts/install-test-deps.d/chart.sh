@@ -6,7 +6,9 @@
 #     taken from each project's own published artifacts: CloudNativePG, KEDA,
 #     prometheus-operator and Gateway API from their Go modules (`go mod download`),
 #     Strimzi from its Maven Central test jar (which carries the generated CRDs);
-#   - checkov, in a virtualenv of its own (its pins conflict with the test venv's).
+#   - checkov (and shellcheck), in a virtualenv of its own (checkov's pins conflict with
+#     the test venv's);
+#   - actionlint for the product's GitHub Actions workflow.
 # Bump a version here and the stamp files make the next run fetch it again.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -17,6 +19,7 @@ mkdir -p "$bin" "$crds"
 
 HELM3_VERSION=v3.22.0
 HELM4_VERSION=v4.3.1
+ACTIONLINT_VERSION=v1.7.12
 CNPG_VERSION=v1.29.0
 KEDA_VERSION=v2.21.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
@@ -27,12 +30,23 @@ PYTHON="${PYTHON:-python3.11}"
 
 # --- Helm --------------------------------------------------------------------------
 install_helm() {  # major version, release, file name in .cache/bin
-  local major="$1" version="$2" name="$3" stamp="$bin/.$3-$2"
+  local major="$1" version="$2" name="$3" stamp="$bin/.$3-$2-k8s"
   if [[ -x "$bin/$name" && -f "$stamp" ]]; then return; fi
   local tmp; tmp="$(mktemp -d)"
   echo "building helm $version from its Go module (a few minutes on a new machine)"
-  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install \
-    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$version" \
+  # Like Helm's Makefile: the version, and (Helm 3) the Kubernetes version `helm template`
+  # and `helm lint` assume, from the client-go it is built with (v0.37 -> 1.37).
+  local ldflags="-s -w -X helm.sh/helm/$major/internal/version.version=$version"
+  if [[ "$major" == v3 ]]; then
+    local gomod minor
+    gomod="$(GOFLAGS=-mod=mod go mod download -json "helm.sh/helm/$major@$version" \
+      | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    minor="$(awk '$1 == "k8s.io/client-go" {split($2, v, "."); print v[2]}' "$gomod")"
+    for pkg in pkg/chartutil pkg/lint/rules; do
+      ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$minor"
+    done
+  fi
+  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -ldflags "$ldflags" \
     "helm.sh/helm/$major/cmd/helm@$version"
   mv "$tmp/helm" "$bin/$name"
   rm -rf "$tmp" "$bin/.$name-"*
@@ -40,6 +54,12 @@ install_helm() {  # major version, release, file name in .cache/bin
 }
 install_helm v3 "$HELM3_VERSION" helm
 install_helm v4 "$HELM4_VERSION" helm4
+
+# --- actionlint (checks the product's GitHub workflow) --------------------------------
+if [[ ! -x "$bin/actionlint" || ! -f "$bin/.actionlint-$ACTIONLINT_VERSION" ]]; then
+  GOFLAGS=-buildvcs=false GOBIN="$bin" go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+  rm -f "$bin/.actionlint-"*; touch "$bin/.actionlint-$ACTIONLINT_VERSION"
+fi
 
 # --- CRDs from Go modules ------------------------------------------------------------
 module_dir() {  # module@version -> its directory in the module cache

@@ -35,8 +35,8 @@ for node in $REDIS_NODES; do
   done
   addresses="$addresses $addr"
 done
-total=$(echo $addresses | wc -w)
-first=$(echo $addresses | awk '{print $1}')
+total=$(echo "$addresses" | wc -w)
+first=$(echo "$addresses" | awk '{print $1}')
 
 alone=""
 formed=""
