@@ -44,6 +44,10 @@ unit: venv  ## the fast tests only (no servers)
 bench: deps  ## run the benchmarks (prints their figures)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+monitor: venv  ## Prometheus + Alertmanager watching adplatform dev (MONITOR_ARGS=--fast: quick alerts)
+	@command -v prometheus >/dev/null || scripts/install-system.sh
+	$(BIN)/python scripts/monitor.py $(MONITOR_ARGS)
+
 clean:  ## remove the virtualenv, caches and the embedded database
 	rm -rf $(VENV) .cache .adplatform .mypy_cache .ruff_cache .pytest_cache
 
