@@ -108,7 +108,7 @@ def render(template: str, data: dict[str, Any], tmp_path: Path) -> str:
 
 
 def test_chat_templates(tmp_path: Path) -> None:
-    alert = {
+    alert: dict[str, Any] = {
         "status": "firing",
         "labels": {"alertname": "BidTimeoutsHigh", "service": "bidding", "namespace": "ads"},
         "annotations": {

@@ -13,6 +13,7 @@ cycle takes seconds; the measured times are printed at the end of the run.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +32,20 @@ def alerts_named(note: Notification, name: str) -> list[dict[str, Any]]:
     return [a for a in note.body.get("alerts", []) if a["labels"].get("alertname") == name]
 
 
+def page(name: str, status: str, *, after: float) -> Callable[[Notification], bool]:
+    """Matches a paging notification about `name` with `status`, received after `after`."""
+
+    def matches(note: Notification) -> bool:
+        return (
+            note.path == "/paging"
+            and note.received_at > after
+            and note.status == status
+            and bool(alerts_named(note, name))
+        )
+
+    return matches
+
+
 def test_injected_fault_pages_and_resolves(live_stack: LiveStack) -> None:
     prometheus, webhook, dev = live_stack.prometheus, live_stack.webhook, live_stack.dev
     # Steady state first: bid traffic flows and neither alert fires.
@@ -44,12 +59,7 @@ def test_injected_fault_pages_and_resolves(live_stack: LiveStack) -> None:
         fired: dict[str, float] = {}
         for name in ALERTS:
             note = webhook.wait_for(
-                lambda n, name=name: (
-                    n.path == "/paging"
-                    and n.received_at > injected
-                    and n.status == "firing"
-                    and bool(alerts_named(n, name))
-                ),
+                page(name, "firing", after=injected),
                 timeout=FIRE_TIMEOUT,
                 what=f"{name} page",
             )
@@ -69,12 +79,7 @@ def test_injected_fault_pages_and_resolves(live_stack: LiveStack) -> None:
     resolved: dict[str, float] = {}
     for name in ALERTS:
         note = webhook.wait_for(
-            lambda n, name=name: (
-                n.path == "/paging"
-                and n.received_at > cleared
-                and n.status == "resolved"
-                and bool(alerts_named(n, name))
-            ),
+            page(name, "resolved", after=cleared),
             timeout=RESOLVE_TIMEOUT,
             what=f"{name} resolved",
         )
