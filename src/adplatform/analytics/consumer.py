@@ -11,11 +11,12 @@ Exactly once, across crashes and rebalances:
   conflict it re-reads every position and seeks, discarding what it had prefetched;
 - event ids are deduplicated by the store, which catches notices fired twice.
 
-The next poll runs in its worker thread while the current batch commits, so decoding
-and the database round trip overlap. The rebalance hooks take the same lock as a
-commit, so they never see a half-applied batch. Any other error (database or broker
-down) tears the Kafka consumer down and builds a new one after a back-off: its
-assignment hook reloads the stored offsets, so nothing is lost or counted twice.
+The next poll runs in its worker thread, and the next batch is decoded, while the
+current batch commits, so the service's CPU work and the database's overlap. The
+rebalance hooks take the same lock as a commit, so they never see a half-applied batch.
+Any other error (database or broker down) tears the Kafka consumer down and builds a
+new one after a back-off: its assignment hook reloads the stored offsets, so nothing
+is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from typing import Any, Final
 
 from adplatform.analytics import metrics
-from adplatform.analytics.aggregation import PreparedBatch, prepare_batch
+from adplatform.analytics.aggregation import PreparedBatch, RecentIds, prepare_batch
 from adplatform.analytics.store import AggregateStore, OffsetConflict
 from adplatform.core.bus import EventBus, EventConsumer, Message, TopicPartition
 from adplatform.core.events import AD_EVENTS_TOPIC
@@ -47,9 +48,10 @@ class AnalyticsConsumer:
         *,
         group: str = "analytics",
         topic: str = AD_EVENTS_TOPIC,
-        batch_size: int = 5000,
+        batch_size: int = 20_000,
         poll_timeout: float = 0.1,
         kafka_config: dict[str, Any] | None = None,
+        recent_ids: int = 200_000,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -64,6 +66,8 @@ class AnalyticsConsumer:
         """Set once the consumer has joined its group (readiness)."""
         self.committed_events = 0
         self.healthy = False
+        self.recent = RecentIds(recent_ids)
+        """Ids committed (or being committed) lately: duplicates skipped early."""
         self._lock = asyncio.Lock()
         self._stopping = False
         self._stop_requested = asyncio.Event()
@@ -125,39 +129,64 @@ class AnalyticsConsumer:
         self.healthy = True
         next_report = time.monotonic() + LAG_REPORT_SECONDS
         pending = self._poll(consumer)
+        inflight: asyncio.Task[bool] | None = None
+        inflight_offsets: dict[TopicPartition, int] = {}
         try:
             while not self._stopping:
                 messages = await pending
                 pending = self._poll(consumer)
+                batch = None
                 if messages:
-                    conflict = await self._commit(messages)
+                    # Decode this batch while the previous one commits, as if that
+                    # commit succeeds; if it does not, this batch is dropped below.
+                    batch = prepare_batch(
+                        messages, {**self.positions, **inflight_offsets}, self.recent
+                    )
+                    self.recent.add(batch.ids)
+                if inflight is not None:
+                    conflict = await inflight
+                    inflight, inflight_offsets = None, {}
                     if conflict:
+                        if batch is not None:
+                            self.recent.discard(batch.ids)
                         await self._rewind(consumer, pending)
                         pending = self._poll(consumer)
+                        continue
+                if batch is not None and batch.next_offsets:
+                    inflight = asyncio.create_task(self._commit(batch))
+                    inflight_offsets = batch.next_offsets
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + LAG_REPORT_SECONDS
                     await self._report_lag(consumer)
         finally:
+            if inflight is not None:
+                with contextlib.suppress(Exception):
+                    await inflight
             with contextlib.suppress(Exception):
                 await pending
             self._consumer = None
             self.positions.clear()
             await consumer.close()
 
-    async def _commit(self, messages: list[Message]) -> bool:
-        """Commit one polled batch; True if another consumer had committed it first."""
+    async def _commit(self, batch: PreparedBatch) -> bool:
+        """Commit one prepared batch; True if another consumer had committed it first
+        (or the partitions moved since it was prepared): then nothing was written."""
         started = time.perf_counter()
         async with self._lock:
-            batch = prepare_batch(messages, self.positions)
-            if not batch.next_offsets:
-                return False
-            expected = {tp: self.positions[tp] for tp in batch.next_offsets}
+            expected = {tp: batch.start_offsets[tp] for tp in batch.next_offsets}
+            moved = [tp for tp, offset in expected.items() if self.positions.get(tp) != offset]
             try:
+                if moved:
+                    raise OffsetConflict(f"partitions moved since the batch was read: {moved}")
                 result = await self.store.commit(self.group, batch, expected)
             except OffsetConflict as exc:
+                self.recent.discard(batch.ids)
                 metrics.OFFSET_CONFLICTS.inc()
                 log.warning("analytics_offset_conflict", group=self.group, error=str(exc))
                 return True
+            except BaseException:
+                self.recent.discard(batch.ids)
+                raise
             self.positions.update(batch.next_offsets)
         self._observe(batch, result.duplicates, time.perf_counter() - started)
         self.committed_events += result.fresh

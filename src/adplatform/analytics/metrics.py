@@ -56,3 +56,9 @@ ROLLED_UP_ROWS = Counter(
     "Minute rows moved into hourly rows by the retention job.",
     registry=REGISTRY,
 )
+SEEN_ID_BATCHES = Counter(
+    "analytics_batches_with_seen_ids_total",
+    "Batches holding an id counted in an earlier batch that the consumer had not cached "
+    "(applied by the slower ON CONFLICT path).",
+    registry=REGISTRY,
+)

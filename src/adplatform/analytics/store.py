@@ -12,8 +12,12 @@ Exactly once rests on three things done together, atomically:
 3. **aggregation**: the new events are summed per (campaign, minute) and added to the
    stored counters.
 
-`PostgresStore` does 2 and 3 in one SQL statement over `unnest`ed column arrays, so a
-batch of thousands of events is four round trips. `SqlStore` is the portable
+`PostgresStore` loads the batch into a temporary table by binary COPY, then does 2 and
+3 in one SQL statement: a batch of thousands of events is a handful of round trips.
+When no id of the batch was seen before (the usual case: the consumer already drops
+duplicates it has just committed, see `aggregation.RecentIds`) a plain insert records
+the ids; if the unique key says otherwise, a savepoint rolls that back and the
+`ON CONFLICT DO NOTHING` form counts only the new ones. `SqlStore` is the portable
 SQLAlchemy version (SQLite in `adplatform dev`; it works on PostgreSQL too).
 """
 
@@ -31,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adplatform.analytics import metrics
 from adplatform.analytics.aggregation import PreparedBatch, aggregate
 from adplatform.analytics.models import CampaignMinute, ConsumerOffset, ProcessedEvent
 from adplatform.core.bus import TopicPartition
@@ -96,16 +101,54 @@ WHERE o.group_id = $1 AND o.topic = v.topic AND o.partition = v.partition
   AND o.next_offset = v.expected
 """
 
-_PG_APPLY: Final = """
-WITH batch AS (
-    SELECT *
-    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[],
-                $6::bigint[], $7::bigint[])
-      AS b(event_id, campaign_id, advertiser_id, bucket, kind, bid_micros, spend_micros)
-),
-fresh AS (
+_PG_BATCH_TABLE: Final = """
+CREATE TEMPORARY TABLE IF NOT EXISTS analytics_batch (
+    event_id uuid NOT NULL,
+    campaign_id bigint NOT NULL,
+    advertiser_id bigint NOT NULL,
+    bucket bigint NOT NULL,
+    kind smallint NOT NULL,
+    bid_micros bigint NOT NULL,
+    spend_micros bigint NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+"""The batch, loaded by binary COPY (far cheaper to encode than parameter arrays)."""
+
+_PG_APPLY_ALL_NEW: Final = """
+WITH recorded AS (
     INSERT INTO analytics_processed_events (event_id, bucket)
-    SELECT event_id, bucket FROM batch
+    SELECT event_id, bucket FROM analytics_batch
+)
+    INSERT INTO analytics_campaign_minute AS m
+        (campaign_id, bucket, advertiser_id, bids, wins, impressions, clicks,
+         bid_micros, spend_micros)
+    SELECT b.campaign_id, b.bucket, max(b.advertiser_id),
+           count(*) FILTER (WHERE b.kind = 0),
+           count(*) FILTER (WHERE b.kind = 1),
+           count(*) FILTER (WHERE b.kind = 3),
+           count(*) FILTER (WHERE b.kind = 4),
+           coalesce(sum(b.bid_micros) FILTER (WHERE b.kind = 0), 0),
+           sum(b.spend_micros)
+    FROM analytics_batch AS b
+    GROUP BY b.campaign_id, b.bucket
+    ORDER BY b.campaign_id, b.bucket
+    ON CONFLICT (campaign_id, bucket) DO UPDATE SET
+        advertiser_id = excluded.advertiser_id,
+        bids = m.bids + excluded.bids,
+        wins = m.wins + excluded.wins,
+        impressions = m.impressions + excluded.impressions,
+        clicks = m.clicks + excluded.clicks,
+        bid_micros = m.bid_micros + excluded.bid_micros,
+        spend_micros = m.spend_micros + excluded.spend_micros
+"""
+"""The common case: no id of the batch was counted before. A plain insert (no
+`ON CONFLICT`) is much cheaper; if an id was there after all, the unique key raises
+and the batch is applied with `_PG_APPLY_SOME_SEEN` instead."""
+
+_PG_APPLY_SOME_SEEN: Final = """
+WITH fresh AS (
+    INSERT INTO analytics_processed_events (event_id, bucket)
+    SELECT event_id, bucket FROM analytics_batch
     ON CONFLICT DO NOTHING
     RETURNING event_id
 ),
@@ -120,7 +163,7 @@ summed AS (
            count(*) FILTER (WHERE b.kind = 4),
            coalesce(sum(b.bid_micros) FILTER (WHERE b.kind = 0), 0),
            sum(b.spend_micros)
-    FROM batch AS b JOIN fresh AS f ON f.event_id = b.event_id
+    FROM analytics_batch AS b JOIN fresh AS f ON f.event_id = b.event_id
     GROUP BY b.campaign_id, b.bucket
     ORDER BY b.campaign_id, b.bucket
     ON CONFLICT (campaign_id, bucket) DO UPDATE SET
@@ -133,8 +176,18 @@ summed AS (
         spend_micros = m.spend_micros + excluded.spend_micros
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM fresh) AS fresh, (SELECT count(*) FROM summed) AS rows
+SELECT (SELECT count(*) FROM fresh) AS fresh
 """
+
+_BATCH_COLUMNS: Final = (
+    "event_id",
+    "campaign_id",
+    "advertiser_id",
+    "bucket",
+    "kind",
+    "bid_micros",
+    "spend_micros",
+)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -158,13 +211,15 @@ class PostgresStore(AggregateStore):
         import asyncpg  # type: ignore[import-untyped]
 
         if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(
+            connection = await asyncpg.connect(
                 self._dsn,
                 server_settings={
                     "application_name": "adplatform-analytics",
                     "statement_timeout": str(self._statement_timeout_ms),
                 },
             )
+            await connection.execute(_PG_BATCH_TABLE)
+            self._connection = connection
         return self._connection
 
     async def _drop_connection(self) -> None:
@@ -207,19 +262,7 @@ class PostgresStore(AggregateStore):
                 )
                 if int(status.rsplit(" ", 1)[-1]) != len(tps):
                     raise OffsetConflict(f"stored offsets moved for some of {tps}")
-                fresh = 0
-                if batch.ids:
-                    row = await connection.fetchrow(
-                        _PG_APPLY,
-                        batch.ids,
-                        batch.campaign_ids,
-                        batch.advertiser_ids,
-                        batch.buckets,
-                        batch.types,
-                        batch.bid_micros,
-                        batch.spend_micros,
-                    )
-                    fresh = int(row["fresh"])
+                fresh = await self._apply(connection, batch) if batch.rows else 0
         except OffsetConflict:
             raise
         except asyncpg.PostgresError as exc:
@@ -230,8 +273,24 @@ class PostgresStore(AggregateStore):
         except Exception:
             await self._drop_connection()
             raise
-        duplicates = batch.duplicates_in_batch + len(batch.ids) - fresh
+        duplicates = batch.duplicates_in_batch + len(batch.rows) - fresh
         return CommitResult(fresh=fresh, duplicates=duplicates)
+
+    async def _apply(self, connection: Any, batch: PreparedBatch) -> int:
+        """Load the batch and apply it; returns how many events were new."""
+        import asyncpg
+
+        await connection.copy_records_to_table(
+            "analytics_batch", records=batch.rows, columns=_BATCH_COLUMNS
+        )
+        try:
+            async with connection.transaction():  # a savepoint: the fallback needs the rows
+                await connection.execute(_PG_APPLY_ALL_NEW)
+        except asyncpg.UniqueViolationError:
+            metrics.SEEN_ID_BATCHES.inc()
+            fresh: int = await connection.fetchval(_PG_APPLY_SOME_SEEN)
+            return fresh
+        return len(batch.rows)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -337,21 +396,20 @@ class SqlStore(AggregateStore):
                         for (campaign_id, bucket), c in sorted(rows.items())
                     ],
                 )
-        duplicates = batch.duplicates_in_batch + len(batch.ids) - len(fresh)
+        duplicates = batch.duplicates_in_batch + len(batch.rows) - len(fresh)
         return CommitResult(fresh=len(fresh), duplicates=duplicates)
 
     async def _record_new_ids(self, session: AsyncSession, batch: PreparedBatch) -> set[str]:
         existing: set[str] = set()
-        for start in range(0, len(batch.ids), _ID_CHUNK):
-            chunk = batch.ids[start : start + _ID_CHUNK]
+        ids = batch.ids
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
             found = await session.execute(
                 select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(chunk))
             )
             existing.update(uuid.UUID(str(value)).hex for value in found.scalars())
         fresh_rows: list[dict[str, Any]] = [
-            {"event_id": key, "bucket": batch.buckets[i]}
-            for i, key in enumerate(batch.ids)
-            if key not in existing
+            {"event_id": row[0], "bucket": row[3]} for row in batch.rows if row[0] not in existing
         ]
         if fresh_rows:
             await session.execute(self._insert(ProcessedEvent), fresh_rows)

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     """Minute buckets older than this are rolled up into hourly ones."""
     analytics_dedup_retention_hours: int = Field(default=72, ge=1, le=87_600)
     """How long processed event ids are kept: a duplicate later than this counts twice."""
-    analytics_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    analytics_batch_size: int = Field(default=20_000, ge=1, le=100_000)
     """Most events one analytics transaction writes."""
     analytics_consumer_group: str = Field(default="analytics", min_length=1, max_length=200)
     analytics_topic: str = Field(default="ad-events", min_length=1, max_length=249)

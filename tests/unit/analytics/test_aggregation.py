@@ -46,8 +46,8 @@ def test_duplicates_inside_a_batch_count_once_and_first_copy_wins() -> None:
     again = msgspec.structs.replace(first, ts_ms=125_000)  # same id, a later minute
     batch = prepare_batch(messages([first, again]), {(TOPIC, 0): 0})
     assert batch.ids == [first.id]
-    assert batch.buckets == [60]
-    assert batch.types == [CLICK]
+    assert batch.rows[0][3] == 60
+    assert batch.rows[0][4] == CLICK
     assert batch.duplicates_in_batch == 1
     assert batch.messages == 2
     assert batch.next_offsets == {(TOPIC, 0): 2}

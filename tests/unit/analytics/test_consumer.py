@@ -7,6 +7,7 @@ import asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adplatform.analytics.aggregation import prepare_batch
 from adplatform.analytics.consumer import AnalyticsConsumer
 from adplatform.analytics.store import SqlStore
 from adplatform.core.bus import EventBus
@@ -129,7 +130,7 @@ async def test_a_consumer_fenced_out_rewinds_to_the_stored_offsets(engine: Async
     zombie.positions = dict.fromkeys(stored, 0)
     assert bus.memory is not None
     messages = list(bus.memory.messages(AD_EVENTS_TOPIC))
-    conflict = await zombie._commit(messages)
+    conflict = await zombie._commit(prepare_batch(messages, zombie.positions))
     assert conflict is True
     assert await stored_minutes(engine) == expected_minutes(events[:200])
 
