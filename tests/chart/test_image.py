@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.chart.conftest import Rendered
 from tests.infra.common import PROJECT_ROOT, free_ports, require, stop_process, wait_for
 from tests.infra.kafka import KafkaBroker
 from tests.infra.redis import RedisServer
@@ -44,6 +45,20 @@ def test_dockerfile_pins_and_hardens() -> None:
     assert '\nENTRYPOINT ["adplatform", "serve"]\n' in TEXT
     assert "--no-index --find-links /wheels" in TEXT
     assert "pip wheel --wheel-dir /wheels --constraint constraints.txt ." in TEXT
+
+
+def test_chart_runs_the_image_entrypoint(rendered: dict[str, Rendered]) -> None:
+    """The Deployments pass only the service name: ENTRYPOINT makes it `adplatform serve <name>`;
+    the hook Job replaces the command with `adplatform migrate`."""
+    for deployment in rendered["default"].of_kind("Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert "command" not in container
+        assert container["args"] == [
+            deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        ]
+    job = rendered["default"].one("Job", "adplatform-migrate")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert (container["command"], container["args"]) == (["adplatform"], ["migrate"])
 
 
 def _build_context(dest: Path) -> Path:
