@@ -5,7 +5,10 @@ production only after a manual approval, the image deployed by its digest)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -69,3 +72,17 @@ def test_gitlab_deploys_staging_then_production_manually() -> None:
     assert production["allow_failure"] is False
     assert config[".deploy"]["script"][-1].startswith("deploy/helm/deploy.sh ")
     assert "make test" in " ".join(config["test"]["script"])
+
+
+def test_checkov_passes_the_gitlab_pipeline(tmp_path: Path) -> None:
+    checkov = require(str(CACHE / "checkov-venv" / "bin" / "checkov"), INSTALL_HINT)
+    shutil.copy2(GITLAB, tmp_path / ".gitlab-ci.yml")
+    result = subprocess.run(
+        [checkov, "--directory", str(tmp_path), "--framework", "gitlab_ci", "--output", "json",
+         "--quiet", "--skip-download"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["failed"] == 0
+    assert summary["passed"] > 0
