@@ -78,7 +78,9 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> FastAPI:
             yield
         finally:
             await consumer.stop()
-            with contextlib.suppress(asyncio.TimeoutError):
+            # Let an in-flight batch commit; cancelled anyway after 10 s (or if the
+            # shutdown itself is being cancelled), which loses nothing: it is redone.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(tasks[0]), 10)
             for task in tasks:
                 task.cancel()

@@ -112,8 +112,8 @@ view.charts = charts;
 
 function selectedPeriod() {
   const span = Number($("period").value);
-  const to = Math.floor(Date.now() / 1000) + 60;
-  return { span, from: to - 60 - span, to, granularity: span <= 86400 ? "minute" : "hour" };
+  const to = Math.floor(Date.now() / 1000) + 1; // up to the current, still filling bucket
+  return { span, from: to - span, to, granularity: span <= 86400 ? "minute" : "hour" };
 }
 
 function iso(seconds) {
