@@ -4,6 +4,7 @@ import msgspec
 
 from adplatform.analytics.aggregation import (
     CLICK,
+    RecentIds,
     aggregate,
     event_key,
     minute_of,
@@ -91,3 +92,35 @@ def test_aggregate_keeps_only_the_given_ids() -> None:
     rows = aggregate(batch, keep=keep)
     assert sum(c[1] + c[2] + c[3] + c[4] for c in rows.values()) <= 10
     assert rows == aggregate(prepare_batch(messages(events[:10]), {(TOPIC, 0): 0}))
+
+
+def test_interleaved_partitions_each_keep_their_own_position() -> None:
+    events = generate_events(30, duplicate_rate=0, seed=5)
+    a = messages(events[:10], partition=0)
+    b = messages(events[10:20], partition=1)
+    interleaved = [a[0], a[1], b[0], a[2], b[1], b[2], a[3]]
+    batch = prepare_batch(interleaved, {(TOPIC, 0): 1, (TOPIC, 1): 0})
+    assert batch.start_offsets == {(TOPIC, 0): 1, (TOPIC, 1): 0}
+    assert batch.next_offsets == {(TOPIC, 0): 4, (TOPIC, 1): 3}
+    assert batch.ids == [event_key(events[i].id) for i in (1, 10, 2, 11, 12, 3)]
+
+
+def test_ids_known_to_be_committed_are_skipped_as_duplicates() -> None:
+    events = generate_events(40, duplicate_rate=0, seed=6)
+    recent = RecentIds(capacity=1000)
+    first = prepare_batch(messages(events[:20]), {(TOPIC, 0): 0}, recent)
+    recent.add(first.ids)
+    replay = prepare_batch(messages(events, first_offset=0), {(TOPIC, 0): 0}, recent)
+    assert replay.duplicates_in_batch == 20
+    assert replay.ids == [event_key(e.id) for e in events[20:]]
+
+
+def test_recent_ids_forget_whole_old_batches_beyond_capacity() -> None:
+    recent = RecentIds(capacity=10)
+    recent.add([f"{i:032x}" for i in range(6)])
+    recent.add([f"{i:032x}" for i in range(6, 12)])
+    assert len(recent) == 6  # the first batch went
+    assert f"{0:032x}" not in recent
+    assert f"{11:032x}" in recent
+    recent.discard([f"{11:032x}"])
+    assert f"{11:032x}" not in recent
