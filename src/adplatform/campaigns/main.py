@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adplatform import __version__
+from adplatform.campaigns.fastpath import FastReads
 from adplatform.campaigns.outbox import OutboxRelay, RelayConfig
 from adplatform.campaigns.routes import router
 from adplatform.campaigns.service import CampaignStore
@@ -19,7 +20,7 @@ from adplatform.core.app import create_service_app, readiness_of
 from adplatform.core.auth import Authenticator
 from adplatform.core.bus import EventBus
 from adplatform.core.config import Settings
-from adplatform.core.db import check_database, create_engine
+from adplatform.core.db import check_database, create_engine, is_sqlite
 from adplatform.core.errors import error_response
 from adplatform.core.logging import get_logger
 
@@ -54,7 +55,12 @@ def create_app(
 ) -> FastAPI:
     """The campaign API; its lifespan runs the outbox relay."""
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    store = CampaignStore(engine)
+    fast = (
+        None
+        if is_sqlite(engine) or settings.database_url is None
+        else FastReads(settings.database_url, max_size=settings.database_pool_size)
+    )
+    store = CampaignStore(engine, fast=fast)
     event_bus = bus if bus is not None else EventBus.from_brokers(settings.kafka_brokers)
     config = relay_config or RelayConfig()
 
@@ -68,12 +74,16 @@ def create_app(
         relay = OutboxRelay(engine, producer, config)
         app.state.relay = relay
         store.on_outbox_commit = relay.notify
+        if fast is not None:
+            await fast.start()
         await relay.start()
         try:
             yield
         finally:
             await relay.stop()
             await producer.close()
+            if fast is not None:
+                await fast.close()
             await engine.dispose()
 
     app = create_service_app(
@@ -94,6 +104,13 @@ def create_app(
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(TimeoutError, _database_unavailable)
+    if fast is not None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        app.add_exception_handler(asyncpg.PostgresConnectionError, _database_unavailable)
+        app.add_exception_handler(asyncpg.InterfaceError, _database_unavailable)
+        app.add_exception_handler(asyncpg.CannotConnectNowError, _database_unavailable)
 
     async def database_ready() -> None:
         await check_database(engine)

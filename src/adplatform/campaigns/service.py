@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from adplatform.campaigns import rules
+from adplatform.campaigns.fastpath import FastReads
 from adplatform.campaigns.models import Advertiser, Campaign, Creative, OutboxRow
 from adplatform.campaigns.paging import encode_cursor
 from adplatform.campaigns.preconditions import IfMatch, check_version
@@ -116,8 +117,16 @@ def _integrity_error(exc: IntegrityError) -> ApiError:
 
 
 class CampaignStore:
-    def __init__(self, engine: AsyncEngine, *, on_outbox_commit: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        on_outbox_commit: Callable[[], None] | None = None,
+        fast: FastReads | None = None,
+    ):
         self.engine = engine
+        self.fast = fast
+        """asyncpg reads for the hot single-row queries (PostgreSQL only)."""
         self.sessions = session_factory(engine)
         self.sqlite = is_sqlite(engine)
         self.write_gate = asyncio.Lock() if self.sqlite else None
@@ -296,6 +305,11 @@ class CampaignStore:
         return stmt.where(_CAMPAIGN_COLUMNS.advertiser_id == principal.advertiser_id)
 
     async def get_campaign(self, principal: Principal, campaign_id: int) -> dict[str, Any]:
+        if self.fast is not None:
+            found = await self.fast.campaign(campaign_id, principal.advertiser_id)
+            if found is None:
+                raise NotFound("campaign not found")
+            return campaign_dict(found)
         stmt = self._campaign_scope(
             select(Campaign.__table__).where(_CAMPAIGN_COLUMNS.id == campaign_id), principal
         )
@@ -314,6 +328,15 @@ class CampaignStore:
         limit: int,
         after: int,
     ) -> PageResult:
+        if self.fast is not None:
+            records = await self.fast.campaigns(
+                after=after,
+                limit=limit + 1,
+                owner=principal.advertiser_id,
+                status=status.value if status is not None else None,
+                advertiser_id=advertiser_id,
+            )
+            return _page(records, limit, campaign_dict)
         stmt = self._campaign_scope(
             select(Campaign.__table__)
             .where(_CAMPAIGN_COLUMNS.id > after)
@@ -490,6 +513,11 @@ class CampaignStore:
     # ----------------------------------------------------------------- creatives
 
     async def get_creative(self, principal: Principal, creative_id: int) -> dict[str, Any]:
+        if self.fast is not None:
+            found = await self.fast.creative(creative_id, principal.advertiser_id)
+            if found is None:
+                raise NotFound("creative not found")
+            return creative_dict(found)
         stmt = select(Creative.__table__).where(_CREATIVE_COLUMNS.id == creative_id)
         if not principal.is_admin:
             stmt = stmt.where(_CREATIVE_COLUMNS.advertiser_id == principal.advertiser_id)
