@@ -120,3 +120,22 @@ def test_dev_mode_serves_the_api_with_demo_data(dev_platform: tuple[str, Path]) 
     assert "swagger" in docs.text.lower()
     schema = httpx.get(f"{url}/openapi.json", timeout=10).json()
     assert "/campaigns/{campaign_id}" in schema["paths"]
+
+
+def test_serve_refuses_to_start_without_its_dependencies() -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "ADMIN_API_KEY", "INTERNAL_API_KEY")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "adplatform", "serve", "campaigns"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert "ADMIN_API_KEY" in result.stderr
+    assert "INTERNAL_API_KEY" in result.stderr
