@@ -10,10 +10,7 @@ deadline that comes too close means no-bid rather than a late answer.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,9 +84,10 @@ class StoreHealth:
 @dataclass(slots=True)
 class _Choice:
     imp: Imp
-    candidates: list[IndexedCreative]
-    attempt: int = 0
-    winner: IndexedCreative | None = None
+    sizes: list[tuple[int, int]]
+    floor: float
+    entry: IndexedCreative
+    won: bool = False
     reservation: Reservation | None = None
 
 
@@ -207,6 +205,7 @@ class Auction:
         ctx = request_context(request, now, mono)
         choices: list[_Choice] = []
         used: set[int] = set()
+        index = self.index
         for imp in request.imp:
             floor = self._floor_cpm_micros(imp)
             if floor is None:
@@ -214,10 +213,10 @@ class Auction:
             sizes = _sizes(imp)
             if not sizes:
                 continue
-            found = self.index.candidates(sizes, ctx, floor, used, 2)
-            if found:
-                choices.append(_Choice(imp, found))
-                used.add(found[0].campaign.id)
+            entry = index.best(sizes, ctx, floor, used)
+            if entry is not None:
+                choices.append(_Choice(imp, sizes, floor, entry))
+                used.add(entry.campaign.id)
         if not choices:
             return NOBID, None
         if not self.health.usable(mono):
@@ -227,10 +226,9 @@ class Auction:
         day = utc_day(now)
         now_ms = int(now * 1000)
         pending = choices
-        while pending:
+        for attempt in range(2):
             reservations = [
-                self._reservation(request.id, c, c.candidates[c.attempt], user, now, day, now_ms)
-                for c in pending
+                self._reservation(request.id, c, user, now, day, now_ms) for c in pending
             ]
             outcome = await self._reserve(reservations, deadline)
             if outcome is None:
@@ -238,36 +236,38 @@ class Auction:
             if isinstance(outcome, StoreUnavailable):
                 self.health.failed(outcome)
                 return NOBID, None
-            self.health.ok()
-            retry: list[_Choice] = []
-            winners = {c.winner.campaign.id for c in choices if c.winner is not None}
+            if not self.health.up:
+                self.health.ok()
+            refused: list[_Choice] = []
             mono = time.monotonic()
             for choice, reservation, result in zip(pending, reservations, outcome, strict=True):
-                entry = choice.candidates[choice.attempt]
                 if result is ReserveResult.RESERVED:
-                    choice.winner = entry
+                    choice.won = True
                     choice.reservation = reservation
-                    winners.add(entry.campaign.id)
                     continue
+                campaign = choice.entry.campaign
                 if result is ReserveResult.NO_BUDGET:
-                    entry.campaign.blocked_until = mono + NO_BUDGET_BACKOFF
+                    campaign.blocked_until = mono + NO_BUDGET_BACKOFF
                 elif result is ReserveResult.DAILY_LIMIT:
-                    entry.campaign.blocked_until = mono + DAILY_BACKOFF
+                    campaign.blocked_until = mono + DAILY_BACKOFF
                 elif result is ReserveResult.DUPLICATE:
                     continue  # this imp of this auction already bid: never twice
-                choice.attempt += 1
-                if choice.attempt < len(choice.candidates):
-                    retry.append(choice)
-            pending = [
-                c
-                for c in retry
-                if c.candidates[c.attempt].campaign.id not in winners
-                and c.candidates[c.attempt].campaign.blocked_until <= mono
-            ]
-            if pending and deadline - time.monotonic() < SECOND_ROUND_MIN:
+                used.add(campaign.id)
+                refused.append(choice)
+            if attempt or not refused or deadline - mono < SECOND_ROUND_MIN:
+                break
+            # Second choices: the best campaign not refused and not bidding already.
+            pending = []
+            for choice in refused:
+                entry = index.best(choice.sizes, ctx, choice.floor, used)
+                if entry is not None:
+                    choice.entry = entry
+                    used.add(entry.campaign.id)
+                    pending.append(choice)
+            if not pending:
                 break
 
-        won = [c for c in choices if c.winner is not None]
+        won = [c for c in choices if c.won]
         if not won:
             return NOBID, None
         return BID, self._respond(request, won, currency, now, day)
@@ -300,13 +300,12 @@ class Auction:
         self,
         auction_id: str,
         choice: _Choice,
-        entry: IndexedCreative,
         user: str | None,
         now: float,
         day: int,
         now_ms: int,
     ) -> Reservation:
-        campaign = entry.campaign
+        campaign = choice.entry.campaign
         state = campaign.state
         cap = state.frequency_cap
         reservation = Reservation(
@@ -330,55 +329,18 @@ class Auction:
         self, reservations: list[Reservation], deadline: float
     ) -> list[ReserveResult] | StoreUnavailable | None:
         """Results, the store's error, or None when the deadline came first (what was
-        reserved after that is given back as soon as the store answers)."""
+        reserved after that the batcher gives back as soon as the store answers)."""
         mono = time.monotonic()
+        recent = self.recent
         for item in reservations:
-            self.recent[item.campaign_id] = mono
-        future = self.batcher.submit(reservations)
-        remaining = deadline - time.monotonic()
-        if remaining > 0 and not future.done():
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[bool] = loop.create_future()
-
-            def finished(_: object) -> None:
-                if not waiter.done():
-                    waiter.set_result(True)
-
-            def expired() -> None:
-                if not waiter.done():
-                    waiter.set_result(False)
-
-            future.add_done_callback(finished)
-            handle = loop.call_later(remaining, expired)
-            try:
-                await waiter
-            finally:
-                handle.cancel()
-        if not future.done():
-            future.add_done_callback(self._give_back(reservations))
-            return None
-        error = future.exception()
-        if error is not None:
-            if isinstance(error, StoreUnavailable):
-                return error
-            log.error("reservation_failed", error=repr(error))
-            return StoreUnavailable(str(error))
-        return future.result()
-
-    def _give_back(self, reservations: list[Reservation]) -> Callable[[object], None]:
-        def release(future: object) -> None:
-            assert isinstance(future, asyncio.Future)
-            if future.cancelled() or future.exception() is not None:
-                return
-            for item, result in zip(reservations, future.result(), strict=True):
-                if result is ReserveResult.RESERVED:
-                    self.batcher.spawn(self._release_quietly(item))
-
-        return release
-
-    async def _release_quietly(self, item: Reservation) -> None:
-        with contextlib.suppress(StoreUnavailable):  # else it expires on its own
-            await self.batcher.store.release(item.campaign_id, item.rid)
+            recent[item.campaign_id] = mono
+        try:
+            return await self.batcher.submit(reservations, deadline)
+        except StoreUnavailable as exc:
+            return exc
+        except Exception as exc:  # a store bug must not become a bid: fail safe
+            log.error("reservation_failed", error=repr(exc))
+            return StoreUnavailable(str(exc))
 
     def _respond(
         self,
@@ -393,9 +355,9 @@ class Auction:
         ts_ms = int(now * 1000)
         seats: dict[str, list[Bid]] = {}
         producer = self.producer
+        tracker = self.tracker
         for choice in won:
-            entry = choice.winner
-            assert entry is not None
+            entry = choice.entry
             campaign = entry.campaign
             creative = entry.state
             price = round(campaign.price_cpm_micros / 1_000_000 / rate, 6)
@@ -411,7 +373,9 @@ class Auction:
                 d=day,
                 x=expires,
             )
-            urls = self.tracker.bid_urls(data, creative.click_url)
+            if not entry.click_params:
+                entry.click_params = tracker.landing_params(entry.id, creative.click_url)
+            urls = tracker.bid_urls(data, entry.click_params)
             adm = quote_url(urls.click).join(entry.adm_parts) + (
                 f'<img src="{quote_url(urls.impression)}" width="1" height="1" alt="" '
                 'style="display:none">'

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
@@ -166,6 +168,7 @@ class _Account:
     day_spent: dict[int, int] = field(default_factory=dict)
     day_reserved: dict[int, int] = field(default_factory=dict)
     held: dict[str, _Held] = field(default_factory=dict)
+    expiries: list[tuple[int, str]] = field(default_factory=list)
     caps: dict[str, tuple[int, float]] = field(default_factory=dict)
     notices: dict[str, float] = field(default_factory=dict)
     settled: dict[str, float] = field(default_factory=dict)
@@ -199,16 +202,24 @@ class MemoryBudgetStore(BudgetStore):
         return True
 
     def _sweep(self, account: _Account, now_ms: int) -> int:
-        expired = [rid for rid, held in account.held.items() if held.expires_ms <= now_ms]
-        for rid in expired:
-            self._release(account, rid)
+        released = 0
+        heap = account.expiries
+        while heap and heap[0][0] <= now_ms:
+            expires, rid = heapq.heappop(heap)
+            held = account.held.get(rid)
+            if held is not None and held.expires_ms == expires:
+                self._release(account, rid)
+                released += 1
+        return released
+
+    def _forget(self, account: _Account, now_ms: int) -> None:
+        """Drop expired cap counters and dedup markers (the sweeper's job)."""
         now = now_ms / 1000
         for key in [k for k, (_, exp) in account.caps.items() if exp <= now]:
             del account.caps[key]
         for table in (account.notices, account.settled):
             for key in [k for k, exp in table.items() if exp <= now]:
                 del table[key]
-        return len(expired)
 
     async def reserve_many(
         self, reservations: Sequence[Reservation], now_ms: int
@@ -240,6 +251,7 @@ class MemoryBudgetStore(BudgetStore):
         account.reserved += item.price
         account.day_reserved[item.day] = account.day_reserved.get(item.day, 0) + item.price
         account.held[item.rid] = _Held(item.price, item.day, item.cap_key, item.expires_ms)
+        heapq.heappush(account.expiries, (item.expires_ms, item.rid))
         return ReserveResult.RESERVED
 
     async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
@@ -276,7 +288,12 @@ class MemoryBudgetStore(BudgetStore):
         return self._release(self._account(campaign_id), rid)
 
     async def release_expired(self, campaign_ids: Sequence[int], now_ms: int) -> int:
-        return sum(self._sweep(self._account(cid), now_ms) for cid in campaign_ids)
+        released = 0
+        for campaign_id in campaign_ids:
+            account = self._account(campaign_id)
+            released += self._sweep(account, now_ms)
+            self._forget(account, now_ms)
+        return released
 
     async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
         account = self._account(campaign_id)
@@ -305,49 +322,86 @@ class MemoryBudgetStore(BudgetStore):
 # ------------------------------------------------------------------------ batching
 
 
-class ReservationBatcher:
-    """Coalesces the reservations of concurrent requests into one store call.
+Waiter = asyncio.Future["list[ReserveResult] | None"]
 
-    Requests submitted in the same event-loop turn go out together on the next turn,
-    so under load a single Redis round trip carries many bids, and at low load a
-    request waits no extra time at all.
+
+class ReservationBatcher:
+    """Coalesces the reservations of concurrent requests into few store calls.
+
+    Requests submitted in the same event-loop turn go out together on the next turn.
+    At most `max_in_flight` calls run at once; whatever arrives meanwhile waits for a
+    free slot and goes out as one batch. So under load one Redis round trip carries
+    many bids (and the connection pool stays small), while at low load a request waits
+    no extra time at all.
+
+    Each submission has a deadline: one timer for all of them (a heap, not a timer per
+    request) resolves late ones with None, and whatever those reserved after all is
+    given back as soon as the store answers.
     """
 
-    def __init__(self, store: BudgetStore, *, max_batch: int = 512) -> None:
+    def __init__(self, store: BudgetStore, *, max_in_flight: int = 2) -> None:
         self.store = store
-        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._pending: list[Reservation] = []
-        self._waiters: list[tuple[asyncio.Future[list[ReserveResult]], int, int]] = []
+        self._waiters: list[tuple[Waiter, int, int]] = []
         self._scheduled = False
-        self.on_released = _noop
+        self._in_flight = 0
+        self._deadlines: list[tuple[float, int, Waiter]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self.on_released: Callable[[int], None] = _noop
         """Called with the number of expired reservations a batch released."""
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, reservations: list[Reservation]) -> asyncio.Future[list[ReserveResult]]:
+    def submit(self, reservations: list[Reservation], deadline: float) -> Waiter:
+        """Reserve; the future gives the results, or None if `deadline` (a
+        `time.monotonic()` instant) passed first."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[ReserveResult]] = loop.create_future()
+        future: Waiter = loop.create_future()
         start = len(self._pending)
         self._pending.extend(reservations)
         self._waiters.append((future, start, len(reservations)))
-        if not self._scheduled:
+        when = loop.time() + (deadline - time.monotonic())
+        self._seq += 1
+        heapq.heappush(self._deadlines, (when, self._seq, future))
+        if when < self._timer_at:
+            self._arm(loop, when)
+        if not self._scheduled and self._in_flight < self.max_in_flight:
             self._scheduled = True
             loop.call_soon(self._flush)
-        elif len(self._pending) >= self.max_batch:
-            self._flush()
         return future
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire)
+        self._timer_at = when
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        self._timer_at = math.inf
+        heap = self._deadlines
+        now = loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _, _, future = heapq.heappop(heap)
+            if not future.done():
+                future.set_result(None)
+        if heap:
+            self._arm(loop, heap[0][0])
 
     def _flush(self) -> None:
         self._scheduled = False
-        if not self._pending:
+        if not self._pending or self._in_flight >= self.max_in_flight:
             return
         pending, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
+        self._in_flight += 1
         self.spawn(self._run(pending, waiters))
 
     async def _run(
-        self,
-        pending: list[Reservation],
-        waiters: list[tuple[asyncio.Future[list[ReserveResult]], int, int]],
+        self, pending: list[Reservation], waiters: list[tuple[Waiter, int, int]]
     ) -> None:
         try:
             results, released = await self.store.reserve_many(pending, int(time.time() * 1000))
@@ -359,11 +413,34 @@ class ReservationBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._in_flight -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         if released:
             self.on_released(released)
+        late: list[Reservation] = []
         for future, start, count in waiters:
+            mine = results[start : start + count]
             if not future.done():
-                future.set_result(results[start : start + count])
+                future.set_result(mine)
+                continue
+            late += [
+                item
+                for item, result in zip(pending[start : start + count], mine, strict=True)
+                if result is ReserveResult.RESERVED
+            ]
+        if late:
+            self.spawn(self._give_back(late))
+
+    async def _give_back(self, reservations: list[Reservation]) -> None:
+        """Release what requests that gave up waiting had reserved after all."""
+        for item in reservations:
+            try:
+                await self.store.release(item.campaign_id, item.rid)
+            except StoreUnavailable:
+                return  # they expire on their own
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run store work in the background, kept referenced until it is done."""
@@ -372,8 +449,11 @@ class ReservationBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        if self._tasks:
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _noop(count: int) -> None:

@@ -181,15 +181,19 @@ return n
 """
 )
 
-# KEYS: b, r, x   ARGV: now_ms, limit, oldest day to keep
+# KEYS: b, r, x per campaign   ARGV: now_ms, limit, oldest day to keep
 SWEEP: Final = (
     _LIB
     + r"""
-local n = sweep(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
-local keep = tonumber(ARGV[3])
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local d = string.match(f, '^d[sr]:(%d+)$')
-  if d and tonumber(d) < keep then redis.call('HDEL', KEYS[1], f) end
+local now, limit, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = 0
+for i = 0, #KEYS / 3 - 1 do
+  local kb = KEYS[i*3+1]
+  n = n + sweep(kb, KEYS[i*3+2], KEYS[i*3+3], now, limit)
+  for _, f in ipairs(redis.call('HKEYS', kb)) do
+    local d = string.match(f, '^d[sr]:(%d+)$')
+    if d and tonumber(d) < keep then redis.call('HDEL', kb, f) end
+  end
 end
 return n
 """
@@ -222,9 +226,12 @@ class _Script:
 
 
 class RedisBudgetStore(BudgetStore):
-    def __init__(self, client: Any, *, cluster: bool) -> None:
+    def __init__(self, client: Any, *, cluster: bool, max_concurrency: int = 32) -> None:
         self.client = client
         self.cluster = cluster
+        self._limit = asyncio.Semaphore(max_concurrency)
+        """Bounds concurrent calls below the connection pools' size (a cluster client
+        raises rather than waits when a node's pool is exhausted)."""
         self._reserve = _Script(RESERVE)
         self._settle = _Script(SETTLE)
         self._release = _Script(RELEASE)
@@ -255,7 +262,7 @@ class RedisBudgetStore(BudgetStore):
                 max_connections=max_connections,
             )
         else:
-            client = aioredis.Redis(
+            pool = aioredis.BlockingConnectionPool(
                 host=host,
                 port=port,
                 password=password,
@@ -263,9 +270,11 @@ class RedisBudgetStore(BudgetStore):
                 socket_connect_timeout=timeout,
                 retry=retry,
                 max_connections=max_connections,
+                timeout=timeout,
                 health_check_interval=0,
             )
-        return cls(client, cluster=cluster)
+            client = aioredis.Redis(connection_pool=pool)
+        return cls(client, cluster=cluster, max_concurrency=max_connections // 2)
 
     # ------------------------------------------------------------------ calls
 
@@ -321,7 +330,8 @@ class RedisBudgetStore(BudgetStore):
                 item.cap_ttl,
             )
         try:
-            raw = await self._reserve(self.client, len(keys), *keys, *args)
+            async with self._limit:
+                raw = await self._reserve(self.client, len(keys), *keys, *args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return [ReserveResult(int(code)) for code in raw[:-1]], int(raw[-1])
@@ -329,22 +339,23 @@ class RedisBudgetStore(BudgetStore):
     async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
         prefix = _prefix(settlement.campaign_id)
         try:
-            raw = await self._settle(
-                self.client,
-                5,
-                prefix + "b",
-                prefix + "r",
-                prefix + "x",
-                prefix + "n:" + settlement.notice_id,
-                prefix + "s:" + _digest(settlement.rid),
-                settlement.rid,
-                settlement.clearing,
-                settlement.total_budget,
-                settlement.daily_budget,
-                settlement.day,
-                settlement.ttl,
-                now_ms,
-            )
+            async with self._limit:
+                raw = await self._settle(
+                    self.client,
+                    5,
+                    prefix + "b",
+                    prefix + "r",
+                    prefix + "x",
+                    prefix + "n:" + settlement.notice_id,
+                    prefix + "s:" + _digest(settlement.rid),
+                    settlement.rid,
+                    settlement.clearing,
+                    settlement.total_budget,
+                    settlement.daily_budget,
+                    settlement.day,
+                    settlement.ttl,
+                    now_ms,
+                )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         outcome = SettleOutcome(SettleResult(int(raw[0])), int(raw[1]))
@@ -357,39 +368,42 @@ class RedisBudgetStore(BudgetStore):
     async def release(self, campaign_id: int, rid: str) -> bool:
         prefix = _prefix(campaign_id)
         try:
-            raw = await self._release(self.client, 3, prefix + "b", prefix + "r", prefix + "x", rid)
+            async with self._limit:
+                raw = await self._release(
+                    self.client, 3, prefix + "b", prefix + "r", prefix + "x", rid
+                )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return bool(int(raw))
 
     async def release_expired(self, campaign_ids: Sequence[int], now_ms: int) -> int:
         keep = now_ms // 86_400_000 - DAYS_KEPT
+        # One call per chunk of campaigns on a single node; one per campaign (slot)
+        # on a cluster.
+        chunk = 1 if self.cluster else 200
+        groups = [campaign_ids[i : i + chunk] for i in range(0, len(campaign_ids), chunk)]
 
-        async def one(campaign_id: int) -> int:
-            prefix = _prefix(campaign_id)
-            raw = await self._sweep(
-                self.client,
-                3,
-                prefix + "b",
-                prefix + "r",
-                prefix + "x",
-                now_ms,
-                SWEEP_LIMIT,
-                keep,
-            )
+        async def one(group: Sequence[int]) -> int:
+            keys: list[str] = []
+            for campaign_id in group:
+                prefix = _prefix(campaign_id)
+                keys += (prefix + "b", prefix + "r", prefix + "x")
+            async with self._limit:
+                raw = await self._sweep(self.client, len(keys), *keys, now_ms, SWEEP_LIMIT, keep)
             return int(raw)
 
         try:
-            counts = await asyncio.gather(*(one(cid) for cid in campaign_ids))
+            counts = await asyncio.gather(*(one(group) for group in groups))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return sum(counts)
 
     async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
         try:
-            result = await self.client.set(
-                _prefix(campaign_id) + "n:" + notice_id, 1, nx=True, ex=ttl
-            )
+            async with self._limit:
+                result = await self.client.set(
+                    _prefix(campaign_id) + "n:" + notice_id, 1, nx=True, ex=ttl
+                )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return bool(result)
@@ -397,8 +411,9 @@ class RedisBudgetStore(BudgetStore):
     async def view(self, campaign_id: int, day: int) -> BudgetView:
         prefix = _prefix(campaign_id)
         try:
-            values = await self.client.hmget(prefix + "b", ["s", "r", f"ds:{day}", f"dr:{day}"])
-            count = await self.client.hlen(prefix + "r")
+            async with self._limit:
+                values = await self.client.hmget(prefix + "b", ["s", "r", f"ds:{day}", f"dr:{day}"])
+                count = await self.client.hlen(prefix + "r")
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         spent, reserved, day_spent, day_reserved = (int(v or 0) for v in values)
@@ -406,7 +421,8 @@ class RedisBudgetStore(BudgetStore):
 
     async def ping(self) -> None:
         try:
-            await self.client.ping()
+            async with self._limit:
+                await self.client.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
 

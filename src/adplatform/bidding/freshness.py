@@ -70,6 +70,12 @@ class CampaignFeed:
         self.loaded = asyncio.Event()
         self.group = process_group()
         self.applied = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ask `run` to return after its current poll (cancelling a consumer in the
+        middle of a poll is not safe with every adapter)."""
+        self._stopping = True
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.2
@@ -117,7 +123,7 @@ class CampaignFeed:
         await consumer.start()
         last_lag = 0.0
         try:
-            while True:
+            while not self._stopping:
                 messages = await consumer.poll(1000, 0.1)
                 for message in messages:
                     try:

@@ -16,6 +16,7 @@ entries in place (bisect into the sorted buckets).
 from __future__ import annotations
 
 import bisect
+import functools
 import html
 import time
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ _OS_ALIASES: Final = {
 _PRICE_SPAN: Final = 1 << 48
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_os(name: str | None) -> str | None:
     if not name:
         return None
@@ -52,6 +54,7 @@ def normalize_os(name: str | None) -> str | None:
     return _OS_ALIASES.get(lowered, lowered)
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_domain(domain: str | None) -> str | None:
     if not domain:
         return None
@@ -64,6 +67,7 @@ def normalize_domain(domain: str | None) -> str | None:
     return value or None
 
 
+@functools.lru_cache(maxsize=65536)
 def domain_suffixes(domain: str | None) -> frozenset[str]:
     """`a.news.example.com` -> itself, `news.example.com`, `example.com`: a list entry
     for a domain covers its subdomains."""
@@ -76,6 +80,11 @@ def domain_suffixes(domain: str | None) -> frozenset[str]:
 
 def category_closure(categories: Iterable[str]) -> frozenset[str]:
     """IAB categories plus their parents (`IAB1-2` -> `IAB1-2`, `IAB1`)."""
+    return _closure(tuple(categories))
+
+
+@functools.lru_cache(maxsize=65536)
+def _closure(categories: tuple[str, ...]) -> frozenset[str]:
     out: set[str] = set()
     for raw in categories:
         if not isinstance(raw, str) or not raw:
@@ -175,6 +184,8 @@ class IndexedCreative:
     """Highest price first, then campaign id, then creative id: one int compare."""
     adm_parts: tuple[str, ...]
     """The markup split at its click URL; joined with the escaped click URL at bid time."""
+    click_params: str = ""
+    """The signed landing-page query of its click URLs (filled in on first use)."""
 
     def eligible(self, ctx: RequestContext) -> bool:
         if ctx.badv and not self.adomains.isdisjoint(ctx.badv):
@@ -198,8 +209,6 @@ class RequestContext:
     wseat: frozenset[str] | None = None
     bseat: frozenset[str] | None = None
     has_user: bool = False
-    verdicts: dict[int, bool] = field(default_factory=dict)
-    """Campaign eligibility, decided once per request (multi-imp, multi-size)."""
 
 
 def _adm_parts(creative: CreativeState) -> tuple[str, ...]:
@@ -320,16 +329,20 @@ class TargetingIndex:
             campaign = build_campaign(state)
             if campaign is not None:
                 campaigns[state.id] = campaign
+        # An update already applied that is newer than the snapshot's state wins.
+        for campaign_id, version in self._versions.items():
+            if version > versions.get(campaign_id, -1):
+                versions[campaign_id] = version
+                campaigns.pop(campaign_id, None)
+                current = self._campaigns.get(campaign_id)
+                if current is not None:
+                    campaigns[campaign_id] = current
         for campaign in campaigns.values():
             for entry in campaign.creatives:
                 for key in _bucket_keys(entry):
                     buckets.setdefault(key, []).append(entry)
         for entries in buckets.values():
             entries.sort(key=_sort_key)
-        # Keep versions of campaigns seen in updates that are newer than the snapshot.
-        for campaign_id, version in self._versions.items():
-            if version > versions.get(campaign_id, -1):
-                versions[campaign_id] = version
         self._buckets, self._campaigns, self._versions = buckets, campaigns, versions
         self.position = snapshot.position
         self.last_update = time.time()
@@ -374,6 +387,35 @@ class TargetingIndex:
 
     # ------------------------------------------------------------------ look-up
 
+    def best(
+        self,
+        sizes: Iterable[tuple[int, int]],
+        ctx: RequestContext,
+        floor_cpm_micros: float,
+        exclude: set[int] | frozenset[int] = frozenset(),
+    ) -> IndexedCreative | None:
+        """The highest-priced eligible creative for an imp, or None."""
+        buckets = self._buckets
+        country = ctx.country
+        best: IndexedCreative | None = None
+        for w, h in sizes:
+            for key in ((w, h, country), (w, h, ANY_COUNTRY)) if country else ((w, h, "*"),):
+                entries = buckets.get(key)
+                if not entries:
+                    continue
+                for entry in entries:
+                    campaign = entry.campaign
+                    if campaign.price_cpm_micros < floor_cpm_micros:
+                        break
+                    if best is not None and entry.sort_key >= best.sort_key:
+                        break
+                    if campaign.id in exclude or not campaign.eligible(ctx):
+                        continue
+                    if entry.eligible(ctx):
+                        best = entry
+                        break
+        return best
+
     def candidates(
         self,
         sizes: Iterable[tuple[int, int]],
@@ -383,45 +425,13 @@ class TargetingIndex:
         limit: int = 2,
     ) -> list[IndexedCreative]:
         """The best `limit` eligible creatives of distinct campaigns, best first."""
-        buckets = self._buckets
-        lists: list[list[IndexedCreative]] = []
-        for w, h in sizes:
-            if ctx.country is not None:
-                found = buckets.get((w, h, ctx.country))
-                if found:
-                    lists.append(found)
-            found = buckets.get((w, h, ANY_COUNTRY))
-            if found:
-                lists.append(found)
-        best: list[IndexedCreative] = []
-        verdicts = ctx.verdicts
-        for entries in lists:
-            for entry in entries:
-                campaign = entry.campaign
-                if campaign.price_cpm_micros < floor_cpm_micros:
-                    break
-                if len(best) >= limit and entry.sort_key >= best[-1].sort_key:
-                    break
-                campaign_id = campaign.id
-                if campaign_id in exclude:
-                    continue
-                verdict = verdicts.get(campaign_id)
-                if verdict is None:
-                    verdict = verdicts[campaign_id] = campaign.eligible(ctx)
-                if not verdict or not entry.eligible(ctx):
-                    continue
-                _offer(best, entry, limit)
-        return best
-
-
-def _offer(best: list[IndexedCreative], entry: IndexedCreative, limit: int) -> None:
-    """Insert keeping `best` sorted, one entry per campaign, at most `limit` long."""
-    for i, other in enumerate(best):
-        if other.campaign is entry.campaign:
-            if entry.sort_key < other.sort_key:
-                best[i] = entry
-                best.sort(key=_sort_key)
-            return
-    best.append(entry)
-    best.sort(key=_sort_key)
-    del best[limit:]
+        sizes = list(sizes)
+        skip = set(exclude)
+        found: list[IndexedCreative] = []
+        while len(found) < limit:
+            entry = self.best(sizes, ctx, floor_cpm_micros, skip)
+            if entry is None:
+                break
+            found.append(entry)
+            skip.add(entry.campaign.id)
+        return found

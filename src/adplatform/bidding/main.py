@@ -101,26 +101,34 @@ class Bidder:
             ),
         )
         self.endpoint = BidEndpoint(self.auction, ready=self.feed.loaded)
+        self.sweep_interval = SWEEP_INTERVAL
 
     async def sweep_forever(self) -> None:
-        """Release expired reservations of campaigns this process reserved on."""
-        horizon = self.settings.bid_reservation_timeout_seconds * 2 + 60
+        """Release expired reservations of campaigns that went quiet.
+
+        A campaign that keeps bidding is swept by its own reservation calls (every
+        script releases its campaign's expired reservations first); this catches the
+        ones that stopped, once all their reservations have expired.
+        """
+        timeout = self.settings.bid_reservation_timeout_seconds
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(self.sweep_interval)
             mono = time.monotonic()
             recent = self.auction.recent
-            for campaign_id in [c for c, t in recent.items() if mono - t > horizon]:
-                del recent[campaign_id]
-            ids = list(recent)
+            horizon = timeout + self.sweep_interval
+            quiet = [c for c, t in recent.items() if mono - t > horizon]
+            if not quiet:
+                continue
             try:
-                for start in range(0, len(ids), 500):
-                    released = await self.store.release_expired(
-                        ids[start : start + 500], int(time.time() * 1000)
-                    )
-                    if released:
-                        metrics.BID_RESERVATIONS_EXPIRED.inc(released)
+                released = await self.store.release_expired(quiet, int(time.time() * 1000))
             except Exception as exc:
                 log.warning("sweep_failed", error=str(exc)[:300])
+                continue
+            for campaign_id in quiet:
+                if recent.get(campaign_id, mono) <= mono - horizon:
+                    del recent[campaign_id]
+            if released:
+                metrics.BID_RESERVATIONS_EXPIRED.inc(released)
 
     async def watch_store(self) -> None:
         """Keep `bidder_budget_store_up` and the bid path's view of the store current."""
@@ -152,17 +160,20 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
         producer = bus.producer()
         bidder.auction.producer = producer
         bidder.notices.producer = producer
+        feed = asyncio.create_task(bidder.feed.run(), name="bidder-feed")
         tasks = [
-            asyncio.create_task(bidder.feed.run(), name="bidder-feed"),
             asyncio.create_task(bidder.sweep_forever(), name="bidder-sweeper"),
             asyncio.create_task(bidder.watch_store(), name="bidder-store-health"),
         ]
         try:
             yield
         finally:
-            for task in tasks:
+            bidder.feed.stop()
+            if bidder.feed.loaded.is_set():
+                await asyncio.wait({feed}, timeout=5.0)
+            for task in (feed, *tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(feed, *tasks, return_exceptions=True)
             await bidder.batcher.drain()
             await producer.close()
             await bidder.store.close()

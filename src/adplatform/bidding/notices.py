@@ -67,7 +67,6 @@ class Notices:
         tracker: Tracker,
         store: BudgetStore,
         index: TargetingIndex,
-        on_released: object = None,
     ) -> None:
         self.tracker = tracker
         self.store = store
@@ -80,7 +79,7 @@ class Notices:
 
     def verify(self, kind: str, payload: str | None, signature: str | None) -> TrackingData:
         try:
-            return self.tracker.verify(kind, payload, signature, time.time())
+            return self.tracker.verify(payload, signature, time.time())
         except TrackingError:
             if kind != LOSS:
                 metrics.TRACKING[(kind, INVALID)].inc()
@@ -146,6 +145,13 @@ class Notices:
         metrics.TRACKING[(kind, COUNTED)].inc()
         self._publish(event_type, data, now, 0)
         return NoticeResult(COUNTED, data)
+
+    def landing(self, data: TrackingData, encoded: str | None, signature: str | None) -> str:
+        try:
+            return self.tracker.verify_landing(data, encoded, signature)
+        except TrackingError:
+            metrics.TRACKING[(CLICK, INVALID)].inc()
+            raise
 
     async def loss(self, data: TrackingData) -> bool:
         return await self.store.release(data.c, reservation_id(data.a, data.i))

@@ -2,12 +2,15 @@
 pixel and click redirect.
 
 A URL carries everything its notice needs (auction, imp, campaign, creative, the bid
-and its currency, the reservation's day, an expiry, and for clicks the landing page),
-as `d` = base64url(msgspec JSON), and `s` = a truncated HMAC-SHA256 over the notice
-type and `d` with `TRACKING_SECRET`. Any replica can therefore verify and settle a
-notice without looking anything up, and a forged, altered, re-typed or expired URL is
-refused before it touches Redis. Repeats are recognised by their deterministic event
-ids (see `core.events.ad_event_id`) in the budget store.
+and its currency, the reservation's day, an expiry) as `d` = base64url(msgspec JSON),
+and `s` = a truncated HMAC-SHA256 of `d` under `TRACKING_SECRET`. Any replica can
+verify and settle a notice without a look-up, and a forged, altered or expired URL is
+refused before it touches Redis. The five URLs of a bid share one payload and one
+signature (one HMAC per bid on the hot path): the notice type is the path, which is
+no secret from anyone who sees the bid response, since the response holds all five
+URLs anyway. Click URLs also carry the landing page, `u`, signed with the creative
+id in `k` (computed once per creative), so the redirect can never be pointed
+elsewhere. Repeats are recognised by deterministic event ids in the budget store.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ IMPRESSION: Final = "impression"
 CLICK: Final = "click"
 LOSS: Final = "loss"
 KINDS: Final = (WIN, BILLING, IMPRESSION, CLICK, LOSS)
-PATHS: Final = {WIN: "win", BILLING: "billing", IMPRESSION: "imp", CLICK: "click", LOSS: "loss"}
 PRICE_MACRO: Final = "${AUCTION_PRICE}"
 SIGNATURE_BYTES: Final = 16
+MAX_PARAM: Final = 8192
 
 
 class TrackingData(msgspec.Struct, array_like=True, frozen=True):
@@ -55,8 +58,6 @@ class TrackingData(msgspec.Struct, array_like=True, frozen=True):
     """UTC day of the reservation"""
     x: int
     """expiry, Unix seconds"""
-    l: str = ""  # noqa: E741 - a wire name, kept short on purpose
-    """landing page (click URLs only)"""
 
 
 class TrackingError(Exception):
@@ -96,37 +97,38 @@ class Tracker:
         self.base = base_url.rstrip("/") + "/t/"
         self.ttl_seconds = ttl_seconds
 
-    def _sign(self, kind: str, payload: str) -> str:
-        mac = hmac.digest(self._secret, f"{kind}\n{payload}".encode(), "sha256")
-        return _b64(mac[:SIGNATURE_BYTES])
+    def _mac(self, message: bytes) -> str:
+        return _b64(hmac.digest(self._secret, message, "sha256")[:SIGNATURE_BYTES])
 
-    def url(self, kind: str, data: TrackingData) -> str:
-        payload = _b64(_encoder.encode(data))
-        return f"{self.base}{PATHS[kind]}?d={payload}&s={self._sign(kind, payload)}"
+    def landing_params(self, creative_id: int, landing: str) -> str:
+        """`&u=...&k=...` for a creative's click URLs (computed once per creative)."""
+        encoded = _b64(landing.encode("utf-8", "surrogatepass"))
+        signature = self._mac(f"landing\n{creative_id}\n{encoded}".encode())
+        return f"&u={encoded}&k={signature}"
 
-    def bid_urls(self, data: TrackingData, landing: str) -> BidUrls:
-        """All five URLs of one bid: one payload for four of them, one for the click."""
+    def signed(self, data: TrackingData) -> str:
+        """`d=...&s=...`: the query every URL of one bid starts with."""
         payload = _b64(_encoder.encode(data))
+        return f"d={payload}&s={self._mac(payload.encode())}"
+
+    def bid_urls(self, data: TrackingData, landing_params: str) -> BidUrls:
+        query = self.signed(data)
         base = self.base
-        sign = self._sign
-        click_payload = _b64(_encoder.encode(_with_landing(data, landing)))
         return BidUrls(
-            nurl=f"{base}win?d={payload}&s={sign(WIN, payload)}&p={PRICE_MACRO}",
-            burl=f"{base}billing?d={payload}&s={sign(BILLING, payload)}&p={PRICE_MACRO}",
-            lurl=f"{base}loss?d={payload}&s={sign(LOSS, payload)}",
-            impression=f"{base}imp?d={payload}&s={sign(IMPRESSION, payload)}",
-            click=f"{base}click?d={click_payload}&s={sign(CLICK, click_payload)}",
+            nurl=f"{base}win?{query}&p={PRICE_MACRO}",
+            burl=f"{base}billing?{query}&p={PRICE_MACRO}",
+            lurl=f"{base}loss?{query}",
+            impression=f"{base}imp?{query}",
+            click=f"{base}click?{query}{landing_params}",
         )
 
-    def verify(
-        self, kind: str, payload: str | None, signature: str | None, now: float
-    ) -> TrackingData:
+    def verify(self, payload: str | None, signature: str | None, now: float) -> TrackingData:
         """The signed data, or `TrackingError` (400 malformed, 403 forged, 410 expired)."""
         if not payload or not signature:
             raise TrackingError(400, "malformed_url", "tracking URL lacks its d or s parameter")
-        if len(payload) > 8192 or len(signature) > 64:
+        if len(payload) > MAX_PARAM or len(signature) > 64:
             raise TrackingError(400, "malformed_url", "tracking URL parameters are too long")
-        expected = self._sign(kind, payload)
+        expected = self._mac(payload.encode("utf-8", "replace"))
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise TrackingError(403, "bad_signature", "tracking URL signature does not match")
         try:
@@ -139,9 +141,20 @@ class Tracker:
             raise TrackingError(410, "expired", "tracking URL has expired")
         return data
 
-
-def _with_landing(data: TrackingData, landing: str) -> TrackingData:
-    return msgspec.structs.replace(data, l=landing)
+    def verify_landing(self, data: TrackingData, encoded: str | None, signature: str | None) -> str:
+        """The click's landing page, checked against the creative it was signed for."""
+        if not encoded or not signature or len(encoded) > MAX_PARAM or len(signature) > 64:
+            raise TrackingError(400, "malformed_url", "click URL lacks its landing page")
+        expected = self._mac(f"landing\n{data.r}\n{encoded}".encode("utf-8", "replace"))
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            raise TrackingError(403, "bad_signature", "landing page signature does not match")
+        try:
+            landing = _unb64(encoded).decode()
+        except (binascii.Error, ValueError):
+            raise TrackingError(400, "malformed_url", "landing page is unreadable") from None
+        if not landing.startswith(("https://", "http://")):
+            raise TrackingError(400, "bad_landing_page", "landing page is not an http(s) URL")
+        return landing
 
 
 def clearing_micros(data: TrackingData, price: str | None) -> int:

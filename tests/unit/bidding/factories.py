@@ -118,6 +118,8 @@ def bid_request(
     }
     if country is not None:
         body["device"]["geo"] = {"country": country}
+    if "app" in fields:
+        del body["site"]  # a request is from a site or an app, not both
     body.update(fields)
     return body
 
@@ -153,8 +155,13 @@ class SnapshotServer:
         for _ in range(5):
             self.port = free_port()
             config = uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, loop="none", lifespan="off",
-                log_level="warning", log_config=None,
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                loop="none",
+                lifespan="off",
+                log_level="warning",
+                log_config=None,
             )
             self._server = uvicorn.Server(config)
             self._task = asyncio.create_task(self._server.serve())
