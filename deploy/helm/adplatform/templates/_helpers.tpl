@@ -293,3 +293,13 @@ automountServiceAccountToken: false
 {{- end }}
 {{- join " " $nodes }}
 {{- end }}
+
+{{/* imagePullSecrets of the platform's pods, when any are configured. */}}
+{{- define "adplatform.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
