@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import random
 import re
 import time
@@ -375,6 +376,8 @@ async def simulate(
     """Send traffic at `rate` requests/s for `duration` seconds (None: until cancelled)."""
     if rate <= 0:
         raise ValueError("rate must be > 0")
+    # One INFO line per request would drown `adplatform dev`'s console.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     simulator = _Simulator(bidder_url, rate, concurrency, seed)
     try:
         if not show_progress:
