@@ -1,4 +1,5 @@
-"""Hot reads on PostgreSQL straight through an asyncpg pool.
+"""Hot reads on PostgreSQL straight through an asyncpg pool (rows come back as
+asyncpg records; `state.*_from_record` turn them into API dicts).
 
 `GET /campaigns/{id}` is the API's hottest call (dashboards poll it, tools read before
 every conditional write) and its target is p99 < 10 ms at 1,000 req/s on two cores. Through
@@ -24,18 +25,6 @@ QUERY_TIMEOUT_SECONDS: Final = 10.0
 
 _CAMPAIGN = f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM campaigns"  # noqa: S608 - constant column names
 _CREATIVE = f"SELECT {', '.join(CREATIVE_COLUMNS)} FROM creatives"  # noqa: S608
-
-
-class RecordView:
-    """Attribute access over an asyncpg record (what `state.campaign_dict` reads)."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[name]
 
 
 async def _no_reset(connection: Any) -> None:
@@ -79,24 +68,23 @@ class FastReads:
             await self.pool.close()
             self.pool = None
 
-    async def _fetchrow(self, sql: str, *args: Any) -> RecordView | None:
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
         async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-            record = await connection.fetchrow(sql, *args)
-        return None if record is None else RecordView(record)
+            return await connection.fetchrow(sql, *args)
 
-    async def _fetch(self, sql: str, *args: Any) -> list[RecordView]:
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-            records = await connection.fetch(sql, *args)
-        return [RecordView(record) for record in records]
+            records: list[Any] = await connection.fetch(sql, *args)
+        return records
 
-    async def campaign(self, campaign_id: int, owner: int | None) -> RecordView | None:
+    async def campaign(self, campaign_id: int, owner: int | None) -> Any:
         if owner is None:
             return await self._fetchrow(f"{_CAMPAIGN} WHERE id = $1", campaign_id)
         return await self._fetchrow(
             f"{_CAMPAIGN} WHERE id = $1 AND advertiser_id = $2", campaign_id, owner
         )
 
-    async def creative(self, creative_id: int, owner: int | None) -> RecordView | None:
+    async def creative(self, creative_id: int, owner: int | None) -> Any:
         if owner is None:
             return await self._fetchrow(f"{_CREATIVE} WHERE id = $1", creative_id)
         return await self._fetchrow(
@@ -111,7 +99,7 @@ class FastReads:
         owner: int | None,
         status: str | None,
         advertiser_id: int | None,
-    ) -> list[RecordView]:
+    ) -> list[Any]:
         conditions = ["id > $1"]
         args: list[Any] = [after]
         for column, value in (

@@ -54,8 +54,10 @@ from adplatform.campaigns.state import (
     advertiser_dict,
     api_key_dict,
     campaign_dict,
+    campaign_dict_from_record,
     campaign_state,
     creative_dict,
+    creative_dict_from_record,
     full_targeting,
 )
 from adplatform.core.auth import ApiKey, Principal, generate_api_key
@@ -83,7 +85,7 @@ class PageResult:
 
 def _page(rows: Sequence[Any], limit: int, convert: Callable[[Any], dict[str, Any]]) -> PageResult:
     items = [convert(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
     return PageResult(items, next_cursor)
 
 
@@ -309,7 +311,7 @@ class CampaignStore:
             found = await self.fast.campaign(campaign_id, principal.advertiser_id)
             if found is None:
                 raise NotFound("campaign not found")
-            return campaign_dict(found)
+            return campaign_dict_from_record(found)
         stmt = self._campaign_scope(
             select(Campaign.__table__).where(_CAMPAIGN_COLUMNS.id == campaign_id), principal
         )
@@ -336,7 +338,7 @@ class CampaignStore:
                 status=status.value if status is not None else None,
                 advertiser_id=advertiser_id,
             )
-            return _page(records, limit, campaign_dict)
+            return _page(records, limit, campaign_dict_from_record)
         stmt = self._campaign_scope(
             select(Campaign.__table__)
             .where(_CAMPAIGN_COLUMNS.id > after)
@@ -517,7 +519,7 @@ class CampaignStore:
             found = await self.fast.creative(creative_id, principal.advertiser_id)
             if found is None:
                 raise NotFound("creative not found")
-            return creative_dict(found)
+            return creative_dict_from_record(found)
         stmt = select(Creative.__table__).where(_CREATIVE_COLUMNS.id == creative_id)
         if not principal.is_admin:
             stmt = stmt.where(_CREATIVE_COLUMNS.advertiser_id == principal.advertiser_id)

@@ -91,6 +91,40 @@ def campaign_dict(row: Any) -> dict[str, Any]:
     }
 
 
+def campaign_dict_from_record(record: Any) -> dict[str, Any]:
+    """`campaign_dict` for a mapping-style row (an asyncpg record): item access is
+    C-level there, which matters when a list page converts 200 rows."""
+    impressions = record["frequency_cap_impressions"]
+    return {
+        "id": record["id"],
+        "advertiser_id": record["advertiser_id"],
+        "name": record["name"],
+        "status": record["status"],
+        "total_budget_micros": record["total_budget_micros"],
+        "daily_budget_micros": record["daily_budget_micros"],
+        "max_bid_cpm_micros": record["max_bid_cpm_micros"],
+        "pacing": record["pacing"],
+        "flight_start": record["flight_start"],
+        "flight_end": record["flight_end"],
+        "frequency_cap": (
+            None
+            if impressions is None
+            else {
+                "impressions": impressions,
+                "window_seconds": record["frequency_cap_window_seconds"],
+            }
+        ),
+        "targeting": full_targeting(record["targeting"]),
+        "version": record["version"],
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
+
+
+def creative_dict_from_record(record: Any) -> dict[str, Any]:
+    return {name: record[name] for name in CREATIVE_COLUMNS}
+
+
 def creative_dict(row: Any) -> dict[str, Any]:
     return {name: getattr(row, name) for name in CREATIVE_COLUMNS}
 
