@@ -3,13 +3,16 @@
 # its Go module into .cache/bin/promtool-upstream. Debian builds Prometheus without
 # Kubernetes service discovery, so its promtool rejects `kubernetes_sd_configs`;
 # the monitoring tests check deploy/monitoring/prometheus/prometheus.yml with this
-# one. Idempotent: does nothing when the binary is there.
+# one. Idempotent: the build (a few minutes) is kept in the user's cache, so a fresh
+# clone on the same machine only links it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSION=v0.42.0  # Go module version of Prometheus 2.42.0
-TARGET=.cache/bin/promtool-upstream
-STAMP="$TARGET.$VERSION"
-if [[ -x "$TARGET" && -e "$STAMP" ]]; then
+LINK=.cache/bin/promtool-upstream
+TARGET="${XDG_CACHE_HOME:-$HOME/.cache}/adplatform/bin/promtool-upstream-$VERSION"
+if [[ -x "$TARGET" ]]; then
+  mkdir -p "$(dirname "$LINK")"
+  ln -sfn "$TARGET" "$LINK"
   echo "promtool-upstream ready"
   exit 0
 fi
@@ -28,9 +31,8 @@ src=$("$GO" mod download -json "github.com/prometheus/prometheus@$VERSION" |
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 cp -r "$src" "$work/prometheus"
 chmod -R u+w "$work/prometheus"
-mkdir -p "$(dirname "$TARGET")"
-(cd "$work/prometheus" && "$GO" build -trimpath -ldflags="-s -w" -o "$OLDPWD/$TARGET.tmp" ./cmd/promtool)
+mkdir -p "$(dirname "$TARGET")" "$(dirname "$LINK")"
+(cd "$work/prometheus" && "$GO" build -trimpath -ldflags="-s -w" -o "$TARGET.tmp" ./cmd/promtool)
 mv "$TARGET.tmp" "$TARGET"
-rm -f "$TARGET".v*
-touch "$STAMP"
+ln -sfn "$TARGET" "$LINK"
 echo "promtool-upstream built ($VERSION)"
