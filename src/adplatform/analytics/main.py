@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -31,6 +32,7 @@ SERVICE: Final = "analytics"
 REQUIRED_SETTINGS: Final = ("database_url", "kafka_brokers", "admin_api_key")
 RETENTION_INTERVAL_SECONDS: Final = 3600.0
 RETENTION_FIRST_RUN_SECONDS: Final = 60.0
+GC_YOUNG_THRESHOLD: Final = 100_000
 
 log = get_logger(__name__)
 
@@ -49,6 +51,21 @@ async def _retention_loop(app: FastAPI, settings: Settings) -> None:
         except Exception as exc:  # retried next hour; the data stays exact either way
             log.error("analytics_retention_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
+def _tune_gc() -> tuple[int, int, int]:
+    """Fewer young-generation collections for the consumer's allocation rate.
+
+    Each event allocates a handful of short-lived objects (message, decoded event, row);
+    with the default threshold the collector runs every 700 allocations and costs about
+    a third of the consumer's CPU. Only done when consuming Kafka, i.e. in the service's
+    own process (`adplatform dev` shares its process with the bidder, whose latency
+    prefers the default). Returns the previous thresholds, restored at shutdown.
+    """
+    previous = gc.get_threshold()
+    gc.freeze()  # what start-up allocated is never garbage: keep it out of every scan
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
+    return previous
 
 
 def create_app(settings: Settings, *, bus: EventBus | None = None) -> FastAPI:
@@ -70,6 +87,7 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tuned = _tune_gc() if event_bus.is_kafka else None
         tasks = [
             asyncio.create_task(consumer.run(), name="analytics-consumer"),
             asyncio.create_task(_retention_loop(app, settings), name="analytics-retention"),
@@ -87,6 +105,9 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
             await engine.dispose()
+            if tuned is not None:
+                gc.unfreeze()
+                gc.set_threshold(*tuned)
 
     app = create_service_app(
         SERVICE,

@@ -27,7 +27,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from adplatform.core.logging import get_logger
 from adplatform.core.metrics import (
@@ -53,8 +53,11 @@ class PublishError(RuntimeError):
     """The broker did not acknowledge a message within the delivery timeout."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One consumed record, immutable. A named tuple rather than a frozen dataclass:
+    a consumer builds hundreds of thousands a second, and a tuple is several times
+    cheaper to make (the analytics consumer's throughput depends on it)."""
+
     topic: str
     partition: int
     offset: int
@@ -577,21 +580,25 @@ class KafkaConsumer(EventConsumer):
     async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
         raw = await asyncio.to_thread(self._consumer.consume, max_messages, timeout)
         batch: list[Message] = []
+        append = batch.append
+        make = tuple.__new__  # skips the named tuple's Python-level __new__: the hot path
         for m in raw:
             error = m.error()
             if error is not None:
                 if error.code() != -191:  # _PARTITION_EOF is informational
                     log.warning("consume_error", error=str(error))
                 continue
-            _, ts = m.timestamp()
-            batch.append(
-                Message(
-                    m.topic() or "",
-                    m.partition() or 0,
-                    m.offset() or 0,
-                    m.key(),  # bytes: no deserializer is configured
-                    m.value() or b"",
-                    ts,
+            append(
+                make(
+                    Message,
+                    (
+                        m.topic() or "",
+                        m.partition() or 0,
+                        m.offset() or 0,
+                        m.key(),  # bytes: no deserializer is configured
+                        m.value() or b"",
+                        m.timestamp()[1],
+                    ),
                 )
             )
         return batch
