@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tests.infra.common import PROJECT_ROOT, require
 
 MONITORING = PROJECT_ROOT / "deploy" / "monitoring"

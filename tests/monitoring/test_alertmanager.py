@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.infra.prometheus import (
     ALERTMANAGER_DIR,
     AlertmanagerServer,

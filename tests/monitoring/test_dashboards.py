@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.infra.common import PROJECT_ROOT
 from tests.monitoring.promql import DASHBOARDS_DIR
 

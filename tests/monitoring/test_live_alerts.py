@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from tests.infra.common import PROJECT_ROOT
 from tests.infra.prometheus import Notification
 from tests.monitoring.conftest import LiveStack

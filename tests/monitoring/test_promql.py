@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.infra.prometheus import (
     Acceleration,
     accelerate_rules,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.infra.prometheus import exposed_metric_names
 from tests.monitoring.conftest import LiveStack
 from tests.monitoring.promql import Query, all_queries, metric_names, recorded_names

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.infra.common import PROJECT_ROOT
 from tests.infra.prometheus import RULES_DIR, promtool_binary, rule_files
 

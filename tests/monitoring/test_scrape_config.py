@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.infra.common import PROJECT_ROOT, free_port, require, wait_for
 from tests.infra.prometheus import (
     MONITORING_DIR,
