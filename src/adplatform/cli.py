@@ -154,7 +154,10 @@ def analytics_rollup(
     """Roll analytics minute buckets older than N days into hourly ones (totals unchanged)."""
     from adplatform.analytics.retention import run_retention
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's message names the bad variable
+        raise _fail(f"invalid settings: {exc}") from exc
     configure_logging(settings.log_level.value, service="analytics-rollup")
     typer.echo(asyncio.run(run_retention(settings, older_than_days=older_than_days, prune=prune)))
 
