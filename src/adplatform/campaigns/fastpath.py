@@ -20,8 +20,9 @@ from sqlalchemy.engine import make_url
 
 from adplatform.campaigns.state import CAMPAIGN_COLUMNS, CREATIVE_COLUMNS
 
-ACQUIRE_TIMEOUT_SECONDS: Final = 5.0
 QUERY_TIMEOUT_SECONDS: Final = 10.0
+"""Bounds every query, and so the wait for a pooled connection too (an acquire timeout
+would cost a `wait_for` per request for no extra safety)."""
 
 _CAMPAIGN = f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM campaigns"  # noqa: S608 - constant column names
 _CREATIVE = f"SELECT {', '.join(CREATIVE_COLUMNS)} FROM creatives"  # noqa: S608
@@ -69,11 +70,11 @@ class FastReads:
             self.pool = None
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
-        async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+        async with self.pool.acquire() as connection:
             return await connection.fetchrow(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+        async with self.pool.acquire() as connection:
             records: list[Any] = await connection.fetch(sql, *args)
         return records
 

@@ -97,7 +97,11 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
-    app.include_router(router)
+    # Not `include_router`: FastAPI 0.163 wraps included routers in a lazy
+    # `_IncludedRouter`, which core's metrics middleware cannot see into (every route
+    # would be labelled `<unmatched>` and re-resolved per request). The routes need
+    # nothing from the wrapper (no prefix, no router dependencies).
+    app.router.routes.extend(router.routes)
     app.state.engine = engine
     app.state.store = store
     app.state.authenticator = Authenticator(settings.admin_api_key, store.sessions)

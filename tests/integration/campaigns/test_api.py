@@ -223,3 +223,23 @@ async def test_database_rows_match_the_api(service: Service) -> None:
         money = await session.scalar(select(Campaign.total_budget_micros))
     assert money == 5_000_000_000
     assert isinstance(money, int)
+
+
+async def test_request_metrics_use_route_templates(service: Service) -> None:
+    from adplatform.core.metrics import REGISTRY
+
+    advertiser_id = await service.advertiser()
+    campaign = await service.campaign(advertiser_id)
+    labels = {"service": "campaigns", "method": "GET", "route": "/campaigns/{campaign_id}"}
+    before = REGISTRY.get_sample_value("http_requests_total", {**labels, "status": "200"}) or 0
+    for _ in range(3):
+        await service.client.get(f"/campaigns/{campaign['id']}")
+    after = REGISTRY.get_sample_value("http_requests_total", {**labels, "status": "200"})
+    assert after == before + 3  # labelled by template, never by raw path or <unmatched>
+    assert (
+        REGISTRY.get_sample_value(
+            "http_requests_total",
+            {**labels, "route": f"/campaigns/{campaign['id']}", "status": "200"},
+        )
+        is None
+    )
