@@ -37,6 +37,13 @@ LAG_SAMPLES_PER_BATCH: Final = 64
 """Events per batch observed in the freshness histogram (observing all would cost more
 than aggregating them at 100,000 events/s)."""
 
+MAX_ID: Final = 2**63 - 1
+MAX_MICROS: Final = 10**12
+"""A million dollars for one impression: anything above is a broken producer (and
+would overflow 64-bit sums)."""
+MAX_TS_MS: Final = 2**47
+"""About the year 6400."""
+
 Row = tuple[str, int, int, int, int, int, int]
 """event key, campaign id, advertiser id, minute (epoch s), type code, bid, spend."""
 
@@ -158,6 +165,23 @@ def prepare_batch(
                 error=str(exc)[:200],
             )
             continue
+        ts_ms = event.ts_ms
+        if not (
+            0 < event.campaign_id <= MAX_ID
+            and 0 < event.advertiser_id <= MAX_ID
+            and 0 <= event.bid_micros <= MAX_MICROS
+            and 0 <= event.spend_micros <= MAX_MICROS
+            and 0 <= ts_ms <= MAX_TS_MS
+        ):
+            # Out of range: it would fail the whole batch in the database, every retry.
+            batch.invalid += 1
+            log.warning(
+                "invalid_ad_event",
+                partition=message.partition,
+                offset=message.offset,
+                error="a field is out of range",
+            )
+            continue
         key = event.id
         if len(key) != 32 or key.strip(hex_digits):  # not already 128 bits in hex
             key = event_key(key)
@@ -165,7 +189,6 @@ def prepare_batch(
             batch.duplicates_in_batch += 1
             continue
         seen.add(key)
-        ts_ms = event.ts_ms
         append(
             (
                 key,

@@ -101,6 +101,9 @@ class AnalyticsConsumer:
                 raise
             except Exception as exc:
                 self.healthy = False
+                # After a database error (a failover, say) what was committed is
+                # re-read from the database, not trusted from memory.
+                self.recent = RecentIds(self.recent.capacity)
                 metrics.CONSUMER_RESTARTS.inc()
                 log.error("analytics_consumer_failed", error=f"{type(exc).__name__}: {exc}")
                 with contextlib.suppress(TimeoutError):

@@ -124,3 +124,24 @@ def test_recent_ids_forget_whole_old_batches_beyond_capacity() -> None:
     assert f"{11:032x}" in recent
     recent.discard([f"{11:032x}"])
     assert f"{11:032x}" not in recent
+
+
+def test_out_of_range_values_are_invalid_not_fatal() -> None:
+    good = event(AdEventType.BID, campaign_id=1, advertiser_id=1, ts_ms=0, auction_id="ok")
+    bad = [
+        msgspec.structs.replace(good, id=f"{i:032x}", **change)
+        for i, change in enumerate(
+            [
+                {"campaign_id": 0},
+                {"campaign_id": 2**63},
+                {"advertiser_id": -1},
+                {"spend_micros": -5},
+                {"bid_micros": 10**13},
+                {"ts_ms": -1},
+            ]
+        )
+    ]
+    batch = prepare_batch(messages([*bad, good]), {(TOPIC, 0): 0})
+    assert batch.invalid == len(bad)
+    assert batch.ids == [good.id]
+    assert batch.next_offsets == {(TOPIC, 0): len(bad) + 1}
