@@ -14,7 +14,7 @@ from starlette.responses import Response
 from adplatform import __version__
 from adplatform.campaigns.fastpath import FastReads
 from adplatform.campaigns.outbox import OutboxRelay, RelayConfig
-from adplatform.campaigns.routes import router
+from adplatform.campaigns.routes import FastCampaignRead, router
 from adplatform.campaigns.service import CampaignStore
 from adplatform.core.app import create_service_app, readiness_of
 from adplatform.core.auth import Authenticator
@@ -101,6 +101,7 @@ def create_app(
     # `_IncludedRouter`, which core's metrics middleware cannot see into (every route
     # would be labelled `<unmatched>` and re-resolved per request). The routes need
     # nothing from the wrapper (no prefix, no router dependencies).
+    app.router.routes.append(FastCampaignRead())  # before the FastAPI routes
     app.router.routes.extend(router.routes)
     app.state.engine = engine
     app.state.store = store

@@ -372,7 +372,10 @@ def unique(values: Iterable[Any]) -> list[Any]:
 
 def utc(value: datetime) -> datetime:
     """Flight times must carry a zone (schemas ensure it); stored and compared in UTC."""
-    moment = value.astimezone(UTC)
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted past the calendar's ends
+        raise ValueError("must be between 2000-01-01 and 2100-01-01") from None
     if not EARLIEST_FLIGHT <= moment < LATEST_FLIGHT:
         raise ValueError("must be between 2000-01-01 and 2100-01-01")
     return moment

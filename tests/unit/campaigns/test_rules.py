@@ -149,6 +149,10 @@ def test_flight_times_are_utc_and_bounded() -> None:
         rules.utc(datetime(1970, 1, 1, tzinfo=UTC))
     with pytest.raises(ValueError, match="between"):
         rules.utc(datetime(9999, 1, 1, tzinfo=UTC))
+    # found by schemathesis: converting these to UTC overflows the calendar
+    for edge in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        with pytest.raises(ValueError, match="between"):
+            rules.utc(datetime.fromisoformat(edge))
 
 
 # --------------------------------------------------------------------- targeting
