@@ -187,3 +187,47 @@ async def test_sigkill_mid_batch_then_restart_keeps_totals_exact(
     everything = first + later
     assert await stored_minutes(pg_engine) == expected_minutes(everything)
     assert await stored_campaigns(pg_engine) == expected_campaigns(everything)
+
+
+@pytest.mark.slow
+async def test_postgresql_killed_mid_stream_then_back_keeps_totals_exact(
+    kafka_broker: KafkaBroker, topic: str
+) -> None:
+    """The database dies (SIGKILL) while batches commit; the consumer backs off,
+    rebuilds itself once PostgreSQL has recovered, and the totals are exact."""
+    from adplatform.analytics import metrics
+    from adplatform.core.db import create_engine
+    from adplatform.migrations import upgrade
+    from tests.infra.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        url = server.create_database("analytics_outage")
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url)
+        events = generate_events(60_000, campaigns=80, seed=55, duplicate_rate=0.1)
+        await produce(kafka_broker.bootstrap, topic, events)
+        consumer = analytics_consumer(kafka_broker.bootstrap, url, topic, "g-pg-kill", 2000)
+        restarts = metrics.CONSUMER_RESTARTS._value.get()
+        task = asyncio.create_task(consumer.run())
+        try:
+
+            async def under_way() -> bool:
+                return consumer.committed_events > 5000
+
+            await eventually(under_way, timeout=60)
+            await asyncio.to_thread(server.kill)
+            assert consumer.committed_events < len({e.id for e in events}), "killed too late"
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.restart)
+            await engine.dispose()
+            await wait_caught_up(engine, "g-pg-kill", len(events), timeout=120)
+        finally:
+            await consumer.stop()
+            await task
+            await consumer.store.close()
+        assert metrics.CONSUMER_RESTARTS._value.get() > restarts
+        assert await stored_minutes(engine) == expected_minutes(events)
+        await engine.dispose()
+    finally:
+        server.cleanup()
