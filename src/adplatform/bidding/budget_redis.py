@@ -77,28 +77,27 @@ local function num(v)
 end
 """
 
-# KEYS per reservation: b, r, x, f (f = b when there is no cap)
-# ARGV: now_ms, count, then per reservation: rid, price, total, daily_limit (-1: none),
-#       day, expires_ms, cap_limit, cap_ttl
+# KEYS: the budget hash `adp:{c}:b` of each reservation; its other keys (`r`, `x`, `f:..`)
+# are derived from it, so they carry the same hash tag and live in the same slot.
+# ARGV: now_ms, then one packed "rid|price|total|daily_limit|day|expires_ms|cap_limit|
+# cap_ttl|cap_key" per reservation (one argument each keeps the client's packing cheap).
 RESERVE: Final = (
     _LIB
     + r"""
 local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
 local out = {}
 local released = 0
 local swept = {}
-for i = 0, n - 1 do
-  local kb, kr, kx, kf = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
-  local a = 3 + i * 8
-  local rid = ARGV[a]
-  local price = tonumber(ARGV[a+1])
-  local total = tonumber(ARGV[a+2])
-  local dlimit = tonumber(ARGV[a+3])
-  local day = ARGV[a+4]
-  local cap_limit = tonumber(ARGV[a+6])
-  if not swept[kx] then
-    swept[kx] = true
+for i = 1, #KEYS do
+  local kb = KEYS[i]
+  local prefix = string.sub(kb, 1, -2)
+  local kr, kx = prefix .. 'r', prefix .. 'x'
+  local rid, price, total, dlimit, day, expires, cap_limit, cap_ttl, cap =
+    string.match(ARGV[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+  price, total, dlimit = tonumber(price), tonumber(total), tonumber(dlimit)
+  cap_limit = tonumber(cap_limit)
+  if not swept[kb] then
+    swept[kb] = true
     released = released + sweep(kb, kr, kx, now, 200)
   end
   local code = 1
@@ -113,10 +112,11 @@ for i = 0, n - 1 do
     else
       local fkey = ''
       if cap_limit > 0 then
+        local kf = prefix .. 'f:' .. cap
         if num(redis.call('GET', kf)) >= cap_limit then
           code = 2
         else
-          if redis.call('INCR', kf) == 1 then redis.call('EXPIRE', kf, ARGV[a+7]) end
+          if redis.call('INCR', kf) == 1 then redis.call('EXPIRE', kf, cap_ttl) end
           fkey = kf
         end
       end
@@ -124,13 +124,13 @@ for i = 0, n - 1 do
         redis.call('HINCRBY', kb, 'r', price)
         redis.call('HINCRBY', kb, 'dr:' .. day, price)
         redis.call('HSET', kr, rid, price .. '|' .. day .. '|' .. fkey)
-        redis.call('ZADD', kx, ARGV[a+5], rid)
+        redis.call('ZADD', kx, expires, rid)
       end
     end
   end
-  out[i+1] = code
+  out[i] = code
 end
-out[n+1] = released
+out[#KEYS + 1] = released
 return out
 """
 )
@@ -200,6 +200,7 @@ return n
 )
 
 DAYS_KEPT: Final = 3
+_RESULTS: Final = {int(result): result for result in ReserveResult}
 
 
 def _prefix(campaign_id: int) -> str:
@@ -308,33 +309,18 @@ class RedisBudgetStore(BudgetStore):
     async def _reserve_group(
         self, reservations: Sequence[Reservation], now_ms: int
     ) -> tuple[list[ReserveResult], int]:
-        keys: list[str] = []
-        args: list[str | int] = [now_ms, len(reservations)]
-        for item in reservations:
-            prefix = _prefix(item.campaign_id)
-            budget = prefix + "b"
-            keys += (
-                budget,
-                prefix + "r",
-                prefix + "x",
-                prefix + "f:" + item.cap_key if item.cap_key else budget,
-            )
-            args += (
-                item.rid,
-                item.price,
-                item.total_budget,
-                item.daily_limit,
-                item.day,
-                item.expires_ms,
-                item.cap_limit if item.cap_key else 0,
-                item.cap_ttl,
-            )
+        keys = [f"{KEY_PREFIX}:{{{item.campaign_id}}}:b" for item in reservations]
+        args = [
+            f"{r.rid}|{r.price}|{r.total_budget}|{r.daily_limit}|{r.day}|{r.expires_ms}|"
+            f"{r.cap_limit if r.cap_key else 0}|{r.cap_ttl}|{r.cap_key or ''}"
+            for r in reservations
+        ]
         try:
             async with self._limit:
-                raw = await self._reserve(self.client, len(keys), *keys, *args)
+                raw = await self._reserve(self.client, len(keys), *keys, now_ms, *args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
-        return [ReserveResult(int(code)) for code in raw[:-1]], int(raw[-1])
+        return [_RESULTS[code] for code in raw[:-1]], int(raw[-1])
 
     async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
         prefix = _prefix(settlement.campaign_id)
