@@ -82,6 +82,8 @@ class RecentIds:
         self._ids.difference_update(keys)
 
     def add(self, keys: list[str]) -> None:
+        if not keys:
+            return
         self._ids.update(keys)
         self._batches.append(keys)
         while len(self._ids) > self.capacity and len(self._batches) > 1:
