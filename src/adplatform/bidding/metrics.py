@@ -6,9 +6,14 @@ label values. Labels are low-cardinality by construction: never a campaign or us
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from adplatform.core.metrics import REGISTRY
 
@@ -35,11 +40,46 @@ SETTLEMENT_RESULTS: Final = ("settled", "duplicate", "rejected")
 TRACKING_TYPES: Final = ("win", "billing", "impression", "click")
 TRACKING_RESULTS: Final = ("counted", "duplicate", "invalid")
 
-BID_REQUEST_DURATION = Histogram(
+
+class FastHistogram(Collector):
+    """A label-less histogram for the event loop's hot path.
+
+    `prometheus_client.Histogram.observe` takes a lock per bucket update; the bid path
+    observes from one thread, so a bisect and two additions do (the metrics server's
+    thread only reads). Exposed exactly like a `Histogram`.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+        REGISTRY.register(self)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        counts = list(self.counts)
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip([*self.bounds, math.inf], counts, strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == math.inf else repr(bound), total))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=self.sum
+        )
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+BID_REQUEST_DURATION = FastHistogram(
     "bid_request_duration_seconds",
     "Time from receiving a bid request to the end of its answer.",
-    buckets=BID_LATENCY_BUCKETS,
-    registry=REGISTRY,
+    BID_LATENCY_BUCKETS,
 )
 BID_REQUESTS = Counter(
     "bid_requests_total",

@@ -64,6 +64,7 @@ async def world() -> AsyncIterator[tuple[SnapshotServer, RunningBidder, EventBus
 async def test_bid_response_has_every_field_and_publishes_a_bid_event(world: Any) -> None:
     _, bidder, bus = world
     before = metric("bid_requests_total", outcome="bid")
+    observed = metric("bid_request_duration_seconds_count")
     body = bid_request()
     response = await bidder.bid(body)
     assert response.status_code == 200
@@ -82,6 +83,10 @@ async def test_bid_response_has_every_field_and_publishes_a_bid_event(world: Any
     assert "/t/click?" in bid["adm"]
     assert "/t/imp?" in bid["adm"]
     assert metric("bid_requests_total", outcome="bid") == before + 1
+    assert metric("bid_request_duration_seconds_count") == observed + 1
+    assert metric("bid_request_duration_seconds_bucket", le="+Inf") == observed + 1
+    route = {"service": "bidding", "method": "POST", "route": "/openrtb2/bid", "status": "200"}
+    assert metric("http_requests_total", **route) > 0
     key, event = (await events(bus, bidder))[-1]
     assert key == b"501"
     assert event.type is AdEventType.BID
