@@ -366,6 +366,16 @@ def main() -> int:
             ).split()
         ]
         process, port = start_service(database_url, log, pool_size=args.clients + 8)
+        # The seeded campaigns' outbox rows go out first; measure after, not during.
+        wait_for(
+            lambda: (
+                server.psql("SELECT count(*) FROM campaign_outbox WHERE sent_at IS NULL", "bench")
+                == "0"
+            ),
+            timeout=120,
+            interval=0.5,
+            what="outbox drained",
+        )
         print(
             f"campaign-service on PostgreSQL {server.psql('SHOW server_version')}, "
             f"{os.cpu_count()} CPUs, {args.seconds:g}s per phase"
