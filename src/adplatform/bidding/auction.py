@@ -53,6 +53,7 @@ DAILY_BACKOFF: Final = 1.0
 SECOND_ROUND_MIN: Final = 0.002
 """A second reservation round needs at least this much time left (seconds)."""
 STORE_RETRY_AFTER: Final = 0.5
+_USD: Final = ("USD", 1.0)
 
 
 class StoreHealth:
@@ -95,6 +96,9 @@ def _sizes(imp: Imp) -> list[tuple[int, int]]:
     banner = imp.banner
     if banner is None:
         return []
+    if not banner.format:
+        w, h = banner.w, banner.h
+        return [(w, h)] if w and h and w > 0 and h > 0 else []
     sizes: list[tuple[int, int]] = []
     if banner.w and banner.h and banner.w > 0 and banner.h > 0:
         sizes.append((banner.w, banner.h))
@@ -112,7 +116,8 @@ def _upper_set(values: list[str] | None) -> frozenset[str]:
 
 
 def request_context(request: BidRequest, now: float, mono: float) -> RequestContext:
-    """Normalize what targeting reads from a request, once."""
+    """Normalize what targeting reads from a request, once (cached look-ups: domains,
+    categories and OS names repeat across requests)."""
     ctx = RequestContext(now=now, mono=mono)
     device = request.device
     user = request.user
@@ -123,29 +128,33 @@ def request_context(request: BidRequest, now: float, mono: float) -> RequestCont
         ctx.country = geo.country.strip().upper()
     if device is not None:
         ctx.device_type = device.devicetype
-        ctx.os = normalize_os(device.os)
-    categories: list[str] = []
-    domains: set[str] = set()
-    site, app = request.site, request.app
+        if device.os:
+            ctx.os = normalize_os(device.os)
+    site = request.site
     if site is not None:
-        categories += (site.cat or []) + (site.sectioncat or []) + (site.pagecat or [])
-        domains |= domain_suffixes(site.domain or site.page)
-    elif app is not None:
-        categories += (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
-        domains |= domain_suffixes(app.domain)
+        ctx.domains = domain_suffixes(site.domain or site.page)
+        if site.cat or site.sectioncat or site.pagecat:
+            ctx.categories = category_closure(
+                (site.cat or []) + (site.sectioncat or []) + (site.pagecat or [])
+            )
+    elif request.app is not None:
+        app = request.app
+        domains = domain_suffixes(app.domain)
         bundle = normalize_domain(app.bundle)
-        if bundle:
-            domains.add(bundle)
-    ctx.categories = category_closure(categories)
-    ctx.domains = frozenset(domains)
-    ctx.bcat = _upper_set(request.bcat)
+        ctx.domains = domains | {bundle} if bundle else domains
+        if app.cat or app.sectioncat or app.pagecat:
+            ctx.categories = category_closure(
+                (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
+            )
+    if request.bcat:
+        ctx.bcat = _upper_set(request.bcat)
     if request.badv:
         ctx.badv = frozenset(filter(None, (normalize_domain(d) for d in request.badv)))
     if request.wseat:
         ctx.wseat = frozenset(request.wseat)
     if request.bseat:
         ctx.bseat = frozenset(request.bseat)
-    ctx.has_user = bool(_user_key(request))
+    ctx.has_user = bool((user is not None and user.id) or (device is not None and device.ifa))
     return ctx
 
 
@@ -198,7 +207,7 @@ class Auction:
         mono = time.monotonic()
         if mono >= deadline:
             return TIMEOUT, None
-        currency = self._bid_currency(request.cur)
+        currency = _USD if not request.cur else self._bid_currency(request.cur)
         if currency is None:
             return NOBID, None
         now = time.time()
@@ -207,7 +216,7 @@ class Auction:
         used: set[int] = set()
         index = self.index
         for imp in request.imp:
-            floor = self._floor_cpm_micros(imp)
+            floor = 0.0 if imp.bidfloor <= 0 else self._floor_cpm_micros(imp)
             if floor is None:
                 continue
             sizes = _sizes(imp)
@@ -356,63 +365,94 @@ class Auction:
         seats: dict[str, list[Bid]] = {}
         producer = self.producer
         tracker = self.tracker
+        auction_id = request.id
         for choice in won:
             entry = choice.entry
             campaign = entry.campaign
-            creative = entry.state
+            static = entry.static
+            if static is None:
+                static = entry.static = _static(entry, tracker)
+            imp_id = choice.imp.id
             price = round(campaign.price_cpm_micros / 1_000_000 / rate, 6)
-            data = TrackingData(
-                a=request.id,
-                i=choice.imp.id,
-                c=campaign.id,
-                v=campaign.advertiser_id,
-                r=entry.id,
-                b=campaign.price_micros,
-                p=price,
-                u=code,
-                d=day,
-                x=expires,
+            urls = tracker.bid_urls(
+                TrackingData(
+                    a=auction_id,
+                    i=imp_id,
+                    c=campaign.id,
+                    v=campaign.advertiser_id,
+                    r=entry.id,
+                    b=campaign.price_micros,
+                    p=price,
+                    u=code,
+                    d=day,
+                    x=expires,
+                ),
+                static.click_params,
             )
-            if not entry.click_params:
-                entry.click_params = tracker.landing_params(entry.id, creative.click_url)
-            urls = tracker.bid_urls(data, entry.click_params)
             adm = quote_url(urls.click).join(entry.adm_parts) + (
-                f'<img src="{quote_url(urls.impression)}" width="1" height="1" alt="" '
-                'style="display:none">'
+                f'<img src="{quote_url(urls.impression)}" {_PIXEL_ATTRIBUTES}>'
             )
-            seats.setdefault(campaign.seat, []).append(
-                Bid(
-                    id=f"{campaign.id}-{choice.imp.id}",
-                    impid=choice.imp.id,
-                    price=price,
-                    adm=adm,
-                    nurl=urls.nurl,
-                    burl=urls.burl,
-                    lurl=urls.lurl,
-                    adomain=[entry.adomain] if entry.adomain else None,
-                    crid=str(entry.id),
-                    cid=str(campaign.id),
-                    cat=[creative.iab_category] if creative.iab_category else None,
-                    w=entry.w,
-                    h=entry.h,
-                )
+            bid = Bid(
+                id=f"{campaign.id}-{imp_id}",
+                impid=imp_id,
+                price=price,
+                adm=adm,
+                nurl=urls.nurl,
+                burl=urls.burl,
+                lurl=urls.lurl,
+                adomain=static.adomain,
+                crid=static.crid,
+                cid=static.cid,
+                cat=static.cat,
+                w=entry.w,
+                h=entry.h,
             )
+            bids = seats.get(campaign.seat)
+            if bids is None:
+                seats[campaign.seat] = [bid]
+            else:
+                bids.append(bid)
             if producer is not None:
                 event = AdEvent(
-                    id=ad_event_id(request.id, choice.imp.id, AdEventType.BID),
+                    id=ad_event_id(auction_id, imp_id, AdEventType.BID),
                     type=AdEventType.BID,
                     ts_ms=ts_ms,
                     campaign_id=campaign.id,
                     advertiser_id=campaign.advertiser_id,
                     creative_id=entry.id,
-                    auction_id=request.id,
-                    imp_id=choice.imp.id,
+                    auction_id=auction_id,
+                    imp_id=imp_id,
                     bid_micros=campaign.price_micros,
                 )
-                producer.send(AD_EVENTS_TOPIC, str(campaign.id), encode(event))
+                producer.send(AD_EVENTS_TOPIC, static.cid, encode(event))
         response = BidResponse(
-            id=request.id,
+            id=auction_id,
             seatbid=[SeatBid(bid=bids, seat=seat) for seat, bids in seats.items()],
             cur=code,
         )
         return encode_response(response)
+
+
+_PIXEL_ATTRIBUTES: Final = 'width="1" height="1" alt="" style="display:none"'
+
+
+@dataclass(frozen=True, slots=True)
+class CreativeStatic:
+    """The parts of a creative's bids that never change, computed on its first bid."""
+
+    click_params: str
+    adomain: list[str] | None
+    crid: str
+    cid: str
+    cat: list[str] | None
+
+
+def _static(entry: IndexedCreative, tracker: Tracker) -> CreativeStatic:
+    category = entry.state.iab_category
+    return CreativeStatic(
+        click_params=tracker.landing_params(entry.id, entry.state.click_url),
+        adomain=[entry.adomain] if entry.adomain else None,
+        crid=str(entry.id),
+        cid=str(entry.campaign.id),
+        cat=[category] if category else None,
+    )

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adplatform.core.events import CampaignSnapshot, CampaignState, CampaignUpdate, CreativeState
@@ -184,8 +184,8 @@ class IndexedCreative:
     """Highest price first, then campaign id, then creative id: one int compare."""
     adm_parts: tuple[str, ...]
     """The markup split at its click URL; joined with the escaped click URL at bid time."""
-    click_params: str = ""
-    """The signed landing-page query of its click URLs (filled in on first use)."""
+    static: Any = None
+    """The bid fields that never change (`auction.CreativeStatic`), filled on first use."""
 
     def eligible(self, ctx: RequestContext) -> bool:
         if ctx.badv and not self.adomains.isdisjoint(ctx.badv):
