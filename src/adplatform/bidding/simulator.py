@@ -35,6 +35,10 @@ SIZES: Final = [
     ((336, 280), 6),
     ((468, 60), 3),
     ((320, 100), 7),
+    # the long tail: sizes few campaigns carry
+    ((250, 250), 4),
+    ((120, 600), 3),
+    ((970, 90), 3),
 ]
 COUNTRIES: Final = [
     ("USA", 35),
@@ -49,6 +53,32 @@ COUNTRIES: Final = [
     ("ESP", 4),
     ("ITA", 4),
     ("MEX", 3),
+    # the long tail of an exchange's traffic: markets few campaigns buy
+    *[
+        (code, 2)
+        for code in (
+            "ARG",
+            "CHL",
+            "COL",
+            "PER",
+            "NGA",
+            "KEN",
+            "EGY",
+            "ZAF",
+            "TUR",
+            "POL",
+            "UKR",
+            "ROU",
+            "VNM",
+            "THA",
+            "IDN",
+            "PHL",
+            "MYS",
+            "PAK",
+            "BGD",
+            "SAU",
+        )
+    ],
 ]
 DEVICES: Final = [  # (devicetype, os choices, weight)
     (4, ["iOS", "Android"], 45),
