@@ -108,6 +108,9 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     server_cpu: float = 0.0
     """CPU seconds the service process used during the phase."""
+    server_p50_ms: float | None = None
+    server_p99_ms: float | None = None
+    """As the service's own latency histogram saw it (bucket upper bounds)."""
 
     def record(self, status: int, latency: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -137,6 +140,12 @@ class Result:
     def cpu_per_request_us(self) -> float:
         return self.server_cpu / max(len(self.latencies), 1) * 1e6
 
+    def server_row(self) -> str:
+        return (
+            f"{'  in the service itself':<28} p50 <= {self.server_p50_ms:g} ms, "
+            f"p99 <= {self.server_p99_ms:g} ms (its http_request_duration_seconds buckets)"
+        )
+
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -148,6 +157,8 @@ class Result:
             "errors": self.errors,
             "statuses": self.statuses,
             "service_cpu_us_per_request": round(self.cpu_per_request_us, 1),
+            "service_side_p50_ms_at_most": self.server_p50_ms,
+            "service_side_p99_ms_at_most": self.server_p99_ms,
         }
 
 
@@ -230,10 +241,10 @@ async def fixed_rate(
 
 
 def start_service(
-    database_url: str, log: Path, *, pool_size: int
+    database_url: str, log: Path, *, pool_size: int, metrics_port: int = 0
 ) -> tuple[subprocess.Popen[bytes], int]:
     for _ in range(3):
-        port = free_port()
+        port = free_port(exclude=[metrics_port])
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -242,7 +253,8 @@ def start_service(
             "INTERNAL_API_KEY": "bench-internal-key",
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
-            "METRICS_ENABLED": "false",
+            "METRICS_ENABLED": "true" if metrics_port else "false",
+            "METRICS_PORT": str(metrics_port),
             "KAFKA_BROKERS": "",
             "LOG_LEVEL": "WARNING",
             "ENVIRONMENT": "test",
@@ -277,13 +289,41 @@ def _ready(port: int) -> bool:
 # --------------------------------------------------------------------------- main
 
 
+def route_histogram(metrics_port: int, route: str) -> dict[float, float]:
+    """Cumulative `http_request_duration_seconds` bucket counts of one route, as the
+    service itself measured them (from request start to the end of the response)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("http_request_duration_seconds_bucket{") and f'route="{route}"' in line:
+            labels, value = line.rsplit(" ", 1)
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(value)
+    return buckets
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound (ms) of the bucket holding quantile q of the requests in between."""
+    total = after.get(float("inf"), 0) - before.get(float("inf"), 0)
+    for bound in sorted(after):
+        if total and after[bound] - before.get(bound, 0) >= q * total:
+            return bound * 1000
+    return float("nan")
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (Linux), to report cost independent of machine load."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(args: argparse.Namespace, port: int, editable: list[int], pid: int) -> list[Result]:
+async def run(
+    args: argparse.Namespace, port: int, editable: list[int], pid: int, metrics_port: int
+) -> list[Result]:
     ids = args.campaigns
 
     def read(rng: random.Random) -> bytes:
@@ -328,6 +368,7 @@ async def run(args: argparse.Namespace, port: int, editable: list[int], pid: int
     results = []
     for name, phase in phases:
         cpu_before = process_cpu_seconds(pid)
+        histogram_before = route_histogram(metrics_port, "/campaigns/{campaign_id}")
         gc.collect()
         gc.disable()  # the load generator's own GC pauses must not count as latency
         try:
@@ -335,9 +376,15 @@ async def run(args: argparse.Namespace, port: int, editable: list[int], pid: int
         finally:
             gc.enable()
         result.server_cpu = process_cpu_seconds(pid) - cpu_before
+        if name == "fixed":
+            histogram_after = route_histogram(metrics_port, "/campaigns/{campaign_id}")
+            result.server_p50_ms = histogram_quantile(histogram_before, histogram_after, 0.50)
+            result.server_p99_ms = histogram_quantile(histogram_before, histogram_after, 0.99)
         if name != "warm-up":
             results.append(result)
             print(result.row(), flush=True)
+            if result.server_p99_ms is not None:
+                print(result.server_row(), flush=True)
         await asyncio.sleep(1)  # let the relay and autovacuum settle between phases
     return results
 
@@ -371,7 +418,10 @@ def main() -> int:
                 "SELECT id FROM campaigns WHERE status IN ('draft', 'active', 'paused')", "bench"
             ).split()
         ]
-        process, port = start_service(database_url, log, pool_size=args.clients + 8)
+        metrics_port = free_port()
+        process, port = start_service(
+            database_url, log, pool_size=args.clients + 8, metrics_port=metrics_port
+        )
         # The seeded campaigns' outbox rows go out first; measure after, not during.
         wait_for(
             lambda: (
@@ -388,7 +438,7 @@ def main() -> int:
             f"{Path('/proc/loadavg').read_text().split()[0]} (other work on the machine "
             "slows the service down; 'service CPU' per request does not depend on it)"
         )
-        results = uvloop.run(run(args, port, editable, process.pid))
+        results = uvloop.run(run(args, port, editable, process.pid, metrics_port))
     finally:
         stop_process(process)
         server.cleanup()
