@@ -349,3 +349,26 @@ async def test_fault_injection_is_absent_in_production() -> None:
         )
         assert response.status_code == 404
     await server.stop()
+
+
+@pytest.mark.parametrize("pacing", ["even", "asap"])
+async def test_even_pacing_spreads_the_daily_budget_asap_does_not(pacing: str) -> None:
+    from adplatform.bidding.pacing import daily_limit
+
+    daily = 8_640_000  # even pacing: 100 micros per second of the day
+    price = 200_000  # a 200 USD CPM: 200,000 micros per impression
+    server = await SnapshotServer(
+        snapshot([campaign(801, cpm=price * 1000, daily=daily, pacing=pacing)])
+    ).start()
+    settings = bidder_settings(server.url, bid_pacing_ahead_seconds=0)
+    async with running_bidder(settings) as bidder:
+        expected = daily_limit(daily, pacing, time.time(), 0) // price
+        bids = [len(bids_of(await bidder.bid(bid_request()))) for _ in range(60)]
+        view = await bidder.bidder.store.view(801, utc_day(time.time()))
+    await server.stop()
+    if pacing == "asap":
+        assert sum(bids) == daily // price == 43
+    else:
+        assert expected - 1 <= sum(bids) <= expected + 1
+        assert sum(bids) < 43 or time.gmtime().tm_hour == 23
+    assert view.day_reserved <= daily_limit(daily, pacing, time.time(), 0)
