@@ -158,7 +158,7 @@ class InMemoryBroker:
         self.default_partitions = partitions
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
-        self._new_data = asyncio.Condition()
+        self._waiters: set[asyncio.Future[None]] = set()
         self.available = True
         """Tests flip this to simulate an outage: sends queue, publishes fail."""
 
@@ -183,14 +183,25 @@ class InMemoryBroker:
         part.messages.append(message)
         return message
 
+    def wake(self) -> None:
+        """Wake every consumer waiting in `poll` (new data, or a group change)."""
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def notify(self) -> None:
-        async with self._new_data:
-            self._new_data.notify_all()
+        self.wake()
 
     async def wait_for_data(self, timeout: float) -> None:
-        async with self._new_data:
+        """Sleep until `wake()` or `timeout`; a plain future, so cancelling is clean."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_data.wait(), timeout)
+                await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiters.discard(waiter)
 
     def read(self, tp: TopicPartition, offset: int, limit: int) -> list[Message]:
         topic, partition = tp
@@ -215,12 +226,14 @@ class InMemoryBroker:
         group = self._group(group_id)
         group.members.append(member)
         group.generation += 1
+        self.wake()
 
     def leave(self, group_id: str, member: InMemoryConsumer) -> None:
         group = self._group(group_id)
         if member in group.members:
             group.members.remove(member)
             group.generation += 1
+            self.wake()
 
     def generation(self, group_id: str) -> int:
         return self._group(group_id).generation
@@ -263,7 +276,7 @@ class InMemoryProducer(EventProducer):
     def _drain_soon(self) -> None:
         self._drain_scheduled = False
         if self._drain():
-            asyncio.get_running_loop().create_task(self.broker.notify())
+            self.broker.wake()
 
     def _drain(self) -> bool:
         if not self.broker.available or not self._buffer:

@@ -121,3 +121,20 @@ async def test_lag_counts_unread_messages() -> None:
     await consumer.poll(3, 0.1)
     lags = await consumer.lag()
     assert sum(lags.values()) == 4
+
+
+async def test_cancelling_a_waiting_poll_is_clean() -> None:
+    bus = EventBus.from_brokers([])
+    consumer = bus.consumer("g", ["t"])
+    await consumer.start()
+    task = asyncio.create_task(consumer.poll(10, 30.0))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1.0)
+    await consumer.close()
+    producer = bus.producer()
+    await producer.publish("t", "k", b"after")
+    again = bus.consumer("g2", ["t"])
+    await again.start()
+    assert [m.value for m in await again.poll(10, 1.0)] == [b"after"]
