@@ -101,11 +101,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; waits for the process to be gone."""
+def stop_process(
+    process: subprocess.Popen[bytes] | None,
+    timeout: float = 20.0,
+    sig: signal.Signals = signal.SIGTERM,
+) -> None:
+    """`sig` (SIGTERM), then SIGKILL after `timeout`; waits for the process to be gone."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -158,7 +158,10 @@ class RequestMetricsMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         key = (method, path)
-        template = self._templates.get(key)
+        # FastAPI leaves the matched route in the scope (it sees inside included
+        # routers, which plain matching cannot); Starlette does not, so match then.
+        matched = scope.get("route")
+        template = getattr(matched, "path", None) or self._templates.get(key)
         if template is None:
             template = route_template(self.routes, scope)
             # Only cache matched paths: unmatched ones are unbounded (scanners, typos).

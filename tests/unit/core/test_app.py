@@ -165,3 +165,21 @@ async def test_fastapi_validation_errors_name_the_field() -> None:
 
         ok = await c.post("/things", json={"name": "ok", "budget_micros": 5})
         assert ok.status_code == 200
+
+
+async def test_routes_of_included_fastapi_routers_get_their_template() -> None:
+    from fastapi import APIRouter
+
+    app = create_service_app("unit-included", SETTINGS, app_class=FastAPI)
+    router = APIRouter(prefix="/reports")
+
+    @router.get("/{report_id}")
+    async def report(report_id: int) -> dict[str, int]:
+        return {"id": report_id}
+
+    app.include_router(router)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/reports/777")).status_code == 200
+    text = generate_latest(REGISTRY).decode()
+    assert 'route="/reports/{report_id}",service="unit-included",status="200"' in text
+    assert "/reports/777" not in text
