@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from adplatform.analytics.queries import (
     AnalyticsQueries,
@@ -24,7 +24,7 @@ from adplatform.analytics.queries import (
     epoch,
     iso,
 )
-from adplatform.core.auth import API_KEY_HEADER, Authenticator, Principal
+from adplatform.core.auth import Caller, Principal
 from adplatform.core.errors import ApiError, NotFound
 
 MAX_POINTS: Final = 10_080
@@ -86,15 +86,6 @@ def _queries(request: Request) -> AnalyticsQueries:
     return queries
 
 
-async def _principal(
-    request: Request,
-    api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None,
-) -> Principal:
-    authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.authenticate(api_key)
-
-
-Caller = Annotated[Principal, Depends(_principal)]
 Queries = Annotated[AnalyticsQueries, Depends(_queries)]
 
 

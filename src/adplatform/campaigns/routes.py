@@ -12,8 +12,7 @@ import gzip
 from typing import Annotated, Any, Final
 
 import msgspec
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
@@ -24,7 +23,13 @@ from adplatform.campaigns.preconditions import IfMatch, etag
 from adplatform.campaigns.rules import CampaignStatus, CreativeStatus
 from adplatform.campaigns.service import CampaignStore, PageResult
 from adplatform.campaigns.snapshot import read_snapshot
-from adplatform.core.auth import API_KEY_HEADER, INTERNAL_KEY_HEADER, Principal, secret_matches
+from adplatform.core.auth import (
+    API_KEY_HEADER,
+    INTERNAL_KEY_HEADER,
+    Caller,
+    Principal,
+    secret_matches,
+)
 from adplatform.core.errors import Unauthorized
 from adplatform.core.events import encode
 
@@ -45,17 +50,6 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     }.items()
 }
 
-_api_key = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    description="The admin key (manages everything) or an advertiser's key (its own resources).",
-)
-
-
-async def _caller(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Principal:
-    principal: Principal = await request.app.state.authenticator.authenticate(key)
-    return principal
-
 
 async def _store(request: Request) -> CampaignStore:
     # async on purpose: FastAPI runs a sync dependency in a worker thread per request
@@ -63,7 +57,6 @@ async def _store(request: Request) -> CampaignStore:
     return store
 
 
-Caller = Annotated[Principal, Depends(_caller)]
 Store = Annotated[CampaignStore, Depends(_store)]
 IfMatchHeader = Annotated[
     str | None,

@@ -25,8 +25,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Annotated, Final
 
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -143,3 +145,22 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached look-ups (after a key is revoked in this process)."""
         self._cache.clear()
+
+
+API_KEY_SCHEME: Final = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="The admin key (manages everything) or an advertiser's key (its own resources).",
+)
+
+
+async def current_principal(
+    request: Request, key: Annotated[str | None, Security(API_KEY_SCHEME)]
+) -> Principal:
+    """FastAPI dependency: the caller, from the app's `state.authenticator`."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.authenticate(key)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+"""A route parameter typed `Caller` is the authenticated caller (401 otherwise)."""
