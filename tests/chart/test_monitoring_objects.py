@@ -126,3 +126,39 @@ def test_scrape_objects(rendered: dict[str, Rendered]) -> None:
         "cnpg.io/cluster": f"{RELEASE}-pg"
     }
     assert not rendered["external-all"].of_kind("PodMonitor")
+
+
+PLACEHOLDER_RUNBOOKS = "https://github.com/adplatform/adplatform/blob/main/docs/runbooks/"
+
+
+def test_runbook_base_url_is_applied_to_every_alert() -> None:
+    """monitoring.runbookBaseUrl replaces the rule files' placeholder base in every
+    alert's runbook_url (with or without a trailing slash) and changes nothing else."""
+    files = rule_files()
+    base = "https://wiki.example.org/ads/runbooks"
+    result = run_helm(*template_args(sets={"monitoring.runbookBaseUrl": base}))
+    assert result.returncode == 0, result.stderr
+    rules = {
+        obj["metadata"]["name"]: obj
+        for obj in parse_manifests(result.stdout)
+        if obj["kind"] == "PrometheusRule"
+    }
+    alerts = 0
+    for stem, doc in files.items():
+        rendered_groups = rules[f"{RELEASE}-{stem}"]["spec"]["groups"]
+        expected = json.loads(json.dumps(doc["groups"]))
+        for group in expected:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    url = rule["annotations"]["runbook_url"]
+                    assert url.startswith(PLACEHOLDER_RUNBOOKS), f"{stem}: {rule['alert']} {url}"
+                    rule["annotations"]["runbook_url"] = f"{base}/{rule['alert']}.md"
+                    alerts += 1
+        assert rendered_groups == expected, stem
+    assert alerts >= 20, f"only {alerts} alerts"
+    # the plain files keep the placeholder: they are what promtool and plain Prometheus load
+    text = (MONITORING / "rules" / "bidding.yaml").read_text()
+    assert f"{PLACEHOLDER_RUNBOOKS}HighBidLatency.md" in text
+    with_slash = run_helm(*template_args(sets={"monitoring.runbookBaseUrl": f"{base}/"}))
+    assert with_slash.returncode == 0, with_slash.stderr
+    assert with_slash.stdout == result.stdout

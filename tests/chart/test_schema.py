@@ -37,6 +37,7 @@ BAD_VALUES = {
         "postgres:\n  cluster:\n    synchronous:\n      dataDurability: sometimes\n",
         "dataDurability",
     ),
+    "runbook base not a URL": ("monitoring:\n  runbookBaseUrl: docs/runbooks\n", "runbookBaseUrl"),
     "setting out of range": (
         "services:\n  bidding:\n    settings:\n      BID_TIMEOUT_MS: 1\n",
         "BID_TIMEOUT_MS",
