@@ -123,11 +123,27 @@ class EventConsumer(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    _lag_closed = False
+    """Set on close: the lag series it reported are then taken over by the next reporter."""
+
     async def report_lag(self, group: str) -> dict[TopicPartition, int]:
         lags = await self.lag()
         for (topic, partition), value in lags.items():
             CONSUMER_LAG.labels(group, topic, str(partition)).set(value)
+            _lag_owners[(group, topic, partition)] = self
+        # A partition a rebalance (or a rebuilt consumer) moved away would keep its last
+        # value for good: counted twice in the group's lag, and "unconsumed data" to the
+        # alerts on an idle platform. Drop the series this consumer, or a closed one,
+        # reported and that this consumer does not own now.
+        for key, owner in list(_lag_owners.items()):
+            if key[0] == group and key[1:] not in lags and (owner is self or owner._lag_closed):
+                CONSUMER_LAG.remove(group, key[1], str(key[2]))
+                del _lag_owners[key]
         return lags
+
+
+_lag_owners: dict[tuple[str, str, int], EventConsumer] = {}
+"""The consumer of this process that last reported each (group, topic, partition) lag."""
 
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:
@@ -397,6 +413,7 @@ class InMemoryConsumer(EventConsumer):
         return {tp: self.broker.end_offset(tp) - pos for tp, pos in self._positions.items()}
 
     async def close(self) -> None:
+        self._lag_closed = True
         if self._started:
             self.broker.leave(self.group_id, self)
             self._started = False
@@ -420,6 +437,23 @@ class KafkaProducer(EventProducer):
     Idempotent and `acks=all`, so retries neither duplicate nor reorder a partition.
     `delivery_timeout_ms` is how long a message may wait out a broker outage in the
     buffer before it counts as failed.
+
+    `per_message_reports=False` is for high-rate fire-and-forget producers (the
+    bidder's ad events): librdkafka reports only failed deliveries
+    (`delivery.report.only.error`), so no Python callback runs per delivered message
+    (measured: about a third of the producer's CPU per message at bid rates, on the
+    bidder's own core). What the metrics count is then:
+
+    - `events_published_total{topic}`: messages the broker acknowledged, counted in
+      bulk by the poller thread (at most 0.1 s late) as accepted minus failed minus
+      still queued. The total is exact; with one topic per producer (the bidder) the
+      per-topic count is exact too, and with several the queued remainder is shared out
+      by topic in proportion to their unresolved messages until the queue drains.
+    - `events_publish_failures_total{topic}`: per message, from the error reports.
+    - `events_dropped_total{topic}`: per message, when `send()` finds the buffer full.
+
+    `publish()` stays acknowledged in both modes; without per-message reports it waits
+    for the producer's queue to drain (slower: it is not for hot paths).
     """
 
     def __init__(
@@ -429,6 +463,7 @@ class KafkaProducer(EventProducer):
         buffer_messages: int = DEFAULT_BUFFER_MESSAGES,
         delivery_timeout_ms: int = 300_000,
         linger_ms: int = 5,
+        per_message_reports: bool = True,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
         from confluent_kafka import Producer
@@ -442,10 +477,18 @@ class KafkaProducer(EventProducer):
             "queue.buffering.max.messages": buffer_messages,
             "queue.buffering.max.kbytes": 1_048_576,
             "message.timeout.ms": delivery_timeout_ms,
+            "delivery.report.only.error": not per_message_reports,
             **(extra_config or {}),
         }
         self._producer = Producer(config)
         self._brokers = list(brokers)
+        self._delivery_timeout = delivery_timeout_ms / 1000
+        self._bulk = not per_message_reports
+        self._accepted: dict[str, int] = {}
+        self._failed: dict[str, int] = {}
+        self._reported: dict[str, int] = {}
+        self._counting = threading.Lock()
+        """Error reports may be served by a flush in another thread than the poller."""
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
         self._poller.start()
@@ -453,15 +496,45 @@ class KafkaProducer(EventProducer):
     def _poll_loop(self) -> None:
         while not self._closing.is_set():
             self._producer.poll(0.1)
+            if self._bulk:
+                self._count_acknowledged()
 
-    @staticmethod
-    def _count_delivery(err: Any, msg: Any) -> None:
+    def _count_acknowledged(self) -> None:
+        """Bulk mode: count what left the queue without an error report as published.
+
+        `send()` increments `_accepted` only after `produce()` queued the message, so a
+        race can only under-count for one cycle, never count a message early.
+        """
+        with self._counting:
+            unresolved = {
+                topic: count - self._failed.get(topic, 0) - self._reported.get(topic, 0)
+                for topic, count in list(self._accepted.items())  # list(): one atomic copy
+            }
+            waiting = sum(unresolved.values())
+            done = waiting - len(self._producer)
+            if waiting <= 0 or done <= 0:
+                return
+            for topic, count in unresolved.items():
+                # The whole remainder when the queue is empty; else a proportional share.
+                share = count if done >= waiting else count * done // waiting
+                if share > 0:
+                    self._reported[topic] = self._reported.get(topic, 0) + share
+                    EVENTS_PUBLISHED.labels(topic).inc(share)
+
+    def _count_delivery(self, err: Any, msg: Any) -> None:
         topic = msg.topic() or "unknown"
         if err is None:
             EVENTS_PUBLISHED.labels(topic).inc()
         else:
+            if self._bulk:
+                with self._counting:
+                    self._failed[topic] = self._failed.get(topic, 0) + 1
             EVENTS_PUBLISH_FAILURES.labels(topic).inc()
             log.error("event_delivery_failed", topic=topic, error=str(err))
+
+    def _accept(self, topic: str) -> None:
+        if self._bulk:
+            self._accepted[topic] = self._accepted.get(topic, 0) + 1
 
     def send(self, topic: str, key: str | bytes | None, value: bytes) -> bool:
         try:
@@ -470,6 +543,7 @@ class KafkaProducer(EventProducer):
             EVENTS_DROPPED.labels(topic).inc()
             log.warning("event_dropped", topic=topic, reason="producer buffer full")
             return False
+        self._accept(topic)
         return True
 
     async def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
@@ -493,6 +567,16 @@ class KafkaProducer(EventProducer):
         except BufferError as exc:
             EVENTS_PUBLISH_FAILURES.labels(topic).inc()
             raise PublishError("producer buffer full") from exc
+        self._accept(topic)
+        if self._bulk:
+            # No success report will come: an empty queue with no error report for
+            # this message means the broker acknowledged it. The error report, if any,
+            # is served before the queue counts as empty, so `resolve` runs first.
+            remaining = await self.flush(self._delivery_timeout + 1.0)
+            if not future.done():
+                if remaining:
+                    raise PublishError(f"{topic} message not acknowledged in time")
+                future.set_result(None)
         await future
 
     async def flush(self, timeout: float = 10.0) -> int:
@@ -511,6 +595,8 @@ class KafkaProducer(EventProducer):
             log.error("producer_closed_with_undelivered", count=remaining)
         self._closing.set()
         await asyncio.to_thread(self._poller.join, 1.0)
+        if self._bulk:
+            self._count_acknowledged()
 
 
 class KafkaConsumer(EventConsumer):
@@ -649,6 +735,7 @@ class KafkaConsumer(EventConsumer):
         return await asyncio.to_thread(compute)
 
     async def close(self) -> None:
+        self._lag_closed = True
         await asyncio.to_thread(self._consumer.close)
 
 
