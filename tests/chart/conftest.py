@@ -91,12 +91,20 @@ def helm_binary(name: str = "helm") -> str:
     return require(str(CACHE / "bin" / name), INSTALL_HINT)
 
 
+# The Kubernetes version `helm template` and `helm lint` assume (.Capabilities.KubeVersion,
+# and the chart's kubeVersion constraint) is compiled into each Helm build: 1.33 for the
+# Helm 3.18 and 1.35 for the Helm 4.1 the tests use. Pinned, so both Helms (and a Helm
+# built from source as the fallback) render alike: the oldest release the chart supports.
+KUBE_VERSION = "1.30.0"
+
+
 def run_helm(
     *args: str, binary: str = "helm", cwd: Path = PROJECT_ROOT
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [helm_binary(binary), *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+    command = [helm_binary(binary), *args]
+    if args and args[0] in ("template", "lint") and "--kube-version" not in args:
+        command += ["--kube-version", KUBE_VERSION]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def template_args(

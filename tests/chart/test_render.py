@@ -16,6 +16,8 @@ import pytest
 from tests.chart.conftest import (
     CHART,
     COMBINATIONS,
+    KUBE_VERSION,
+    RELEASE,
     VALUES_FILES,
     Rendered,
     crd_schemas,
@@ -176,3 +178,23 @@ def test_every_custom_resource_kind_is_checked(rendered: dict[str, Rendered]) ->
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("gateway.networking.k8s.io/v1", "Gateway"),
     }
+
+
+@pytest.mark.parametrize("binary", ["helm", "helm4"])
+def test_kube_version_is_pinned_and_enforced(binary: str, tmp_path: Path) -> None:
+    """Every render assumes the same Kubernetes release whatever Helm build runs it (each
+    build has its own default), and the chart's kubeVersion constraint is enforced."""
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "kube.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: {{ .Capabilities.KubeVersion.Version | quote }}}\n"
+    )
+    result = run_helm("template", "probe", str(probe), binary=binary)
+    assert result.returncode == 0, result.stderr
+    (config,) = parse_manifests(result.stdout)
+    assert config["data"]["kube"] == f"v{KUBE_VERSION}"
+    refused = run_helm("template", RELEASE, str(CHART), "--kube-version", "1.29.0", binary=binary)
+    assert refused.returncode != 0
+    assert "kubeVersion" in refused.stderr or "Kubernetes" in refused.stderr, refused.stderr

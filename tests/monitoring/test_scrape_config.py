@@ -3,7 +3,9 @@
 
 `promtool check config` needs an upstream promtool: Debian builds Prometheus without
 Kubernetes service discovery (scripts/install-test-deps.d/promtool-upstream.sh
-builds one). The relabelling is then run by a real Prometheus: the kubernetes_sd
+builds the same 2.42 release from its Go module, with only the Kubernetes and file
+SDs). Only this check uses it; the rule checks and rule unit tests run Debian's.
+The relabelling is then run by a real Prometheus: the kubernetes_sd
 block is replaced by file_sd with the targets Kubernetes pod discovery produces
 (one per declared container port, with its `__meta_kubernetes_*` labels), all on
 loopback, and the resulting targets are read back from Prometheus' API.
@@ -47,6 +49,34 @@ def test_promtool_check_config_upstream() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_upstream_promtool_checks_kubernetes_sd(tmp_path: Path) -> None:
+    """The check above is not vacuous: the upstream promtool is the 2.42 release (the
+    Prometheus the live tests run) and validates kubernetes_sd_configs itself, while
+    Debian's cannot read them at all."""
+    promtool = require(
+        str(UPSTREAM_PROMTOOL), "scripts/install-test-deps.d/promtool-upstream.sh (needs Go)"
+    )
+    version = subprocess.run(
+        [promtool, "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert "version 2.42.0" in version.stdout + version.stderr, version.stdout + version.stderr
+    production = yaml.safe_load(CONFIG.read_text())
+    (job,) = [j for j in production["scrape_configs"] if j["job_name"] == "kubernetes-pods"]
+    job["kubernetes_sd_configs"][0]["role"] = "pods"  # a typo of `pod`
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(production))
+    for binary, needle in ((promtool, "pods"), (promtool_binary(), "kubernetes_sd_configs")):
+        result = subprocess.run(
+            [binary, "check", "config", str(bad)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0, f"{binary} accepted role: pods"
+        assert needle in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_loopback_config_is_valid(tmp_path: Path) -> None:
