@@ -20,16 +20,25 @@ sweeper for campaigns it reserved on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adplatform.bidding.budget import (
     KEY_PREFIX,
@@ -217,6 +226,7 @@ class _Script:
     def __init__(self, text: str) -> None:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        self.sha_bytes = self.sha.encode()
 
     async def __call__(self, client: Any, numkeys: int, *args: Any) -> Any:
         try:
@@ -226,10 +236,149 @@ class _Script:
             return await client.evalsha(self.sha, numkeys, *args)
 
 
+def _pack(*parts: bytes) -> bytes:
+    """One RESP command (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class _RespProtocol(asyncio.Protocol):
+    """One RESP2 connection; replies arrive in request order, so waiters are a FIFO."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiters = self._waiters
+        while waiters:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.close(RedisConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            waiter = waiters.popleft()  # a cancelled caller's reply is skipped in order
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError(f"Redis connection lost: {exc or 'closed'}"))
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def close(self, error: Exception | None = None) -> None:
+        self._fail(error or RedisConnectionError("Redis connection closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+    async def call(self, packed: bytes, timeout: float) -> Any:
+        if self.closed or self._transport is None:
+            raise RedisConnectionError("Redis connection closed")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._waiters.append(waiter)
+        self._transport.write(packed)
+        # A timer handle, not `asyncio.wait_for` (a task and a timeout per call).
+        timer = loop.call_later(timeout, self._timed_out, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    def _timed_out(self, waiter: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            # The replies still owed would be out of step: drop the connection.
+            self.close(RedisTimeoutError("Redis did not answer in time"))
+
+
+class ScriptPipe:
+    """The reservation script's own connection to a single Redis node.
+
+    redis-py's asyncio command path (streams, a timeout task per call, generic
+    argument encoding, pool bookkeeping) cost ~70 µs of CPU per call here, against
+    ~10 µs for one pre-packed EVALSHA written to a plain protocol and parsed by hiredis
+    (the parser redis-py itself uses). The bid path makes one such call per event-loop
+    turn, so it gets this pipelined connection; everything else uses redis-py. Errors
+    are redis-py's exception types, so callers handle both alike. A lost connection is
+    re-opened by the next call.
+    """
+
+    def __init__(self, host: str, port: int, *, password: str | None, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.password = password
+        self.timeout = timeout
+        self._protocol: _RespProtocol | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connection(self) -> _RespProtocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        async with self._connecting:
+            if self._protocol is not None and not self._protocol.closed:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            _, fresh = await asyncio.wait_for(
+                loop.create_connection(_RespProtocol, self.host, self.port), self.timeout
+            )
+            if self.password:
+                reply = await fresh.call(_pack(b"AUTH", self.password.encode()), self.timeout)
+                if isinstance(reply, hiredis.ReplyError):
+                    fresh.close()
+                    raise AuthenticationError(str(reply))
+            self._protocol = fresh
+            return fresh
+
+    async def evalsha(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+        protocol = await self._connection()
+        command = _pack(b"EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args)
+        reply = await protocol.call(command, self.timeout)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            loaded = await protocol.call(
+                _pack(b"SCRIPT", b"LOAD", script.text.encode()), self.timeout
+            )
+            if isinstance(loaded, hiredis.ReplyError):
+                raise ResponseError(str(loaded))
+            reply = await protocol.call(command, self.timeout)
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
+    async def close(self) -> None:
+        if self._protocol is not None:
+            self._protocol.close()
+            self._protocol = None
+
+
 class RedisBudgetStore(BudgetStore):
-    def __init__(self, client: Any, *, cluster: bool, max_concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        cluster: bool,
+        max_concurrency: int = 32,
+        pipe: ScriptPipe | None = None,
+    ) -> None:
         self.client = client
         self.cluster = cluster
+        self.pipe = pipe
+        """Single node: the reservation script's fast connection (None: redis-py)."""
         self._limit = asyncio.Semaphore(max_concurrency)
         """Bounds concurrent calls below the connection pools' size (a cluster client
         raises rather than waits when a node's pool is exhausted)."""
@@ -253,6 +402,7 @@ class RedisBudgetStore(BudgetStore):
         then `StoreUnavailable`, so an outage costs a no-bid, not a hung request."""
         retry = Retry(NoBackoff(), 1)
         client: Any
+        pipe = None
         if cluster:
             client = RedisCluster(
                 startup_nodes=[ClusterNode(host, port)],
@@ -275,7 +425,8 @@ class RedisBudgetStore(BudgetStore):
                 health_check_interval=0,
             )
             client = aioredis.Redis(connection_pool=pool)
-        return cls(client, cluster=cluster, max_concurrency=max_connections // 2)
+            pipe = ScriptPipe(host, port, password=password, timeout=timeout)
+        return cls(client, cluster=cluster, max_concurrency=max_connections // 2, pipe=pipe)
 
     # ------------------------------------------------------------------ calls
 
@@ -309,15 +460,18 @@ class RedisBudgetStore(BudgetStore):
     async def _reserve_group(
         self, reservations: Sequence[Reservation], now_ms: int
     ) -> tuple[list[ReserveResult], int]:
-        keys = [f"{KEY_PREFIX}:{{{item.campaign_id}}}:b" for item in reservations]
+        keys = [f"{KEY_PREFIX}:{{{item.campaign_id}}}:b".encode() for item in reservations]
         args = [
             f"{r.rid}|{r.price}|{r.total_budget}|{r.daily_limit}|{r.day}|{r.expires_ms}|"
-            f"{r.cap_limit if r.cap_key else 0}|{r.cap_ttl}|{r.cap_key or ''}"
+            f"{r.cap_limit if r.cap_key else 0}|{r.cap_ttl}|{r.cap_key or ''}".encode()
             for r in reservations
         ]
         try:
-            async with self._limit:
-                raw = await self._reserve(self.client, len(keys), *keys, now_ms, *args)
+            if self.pipe is not None:
+                raw = await self.pipe.evalsha(self._reserve, keys, [b"%d" % now_ms, *args])
+            else:
+                async with self._limit:
+                    raw = await self._reserve(self.client, len(keys), *keys, now_ms, *args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return [_RESULTS[code] for code in raw[:-1]], int(raw[-1])
@@ -413,5 +567,7 @@ class RedisBudgetStore(BudgetStore):
             raise StoreUnavailable(f"Redis: {exc}") from exc
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
         with contextlib.suppress(RedisError, OSError):  # already gone: nothing to release
             await self.client.aclose()
