@@ -10,6 +10,7 @@ deadline that comes too close means no-bid rather than a late answer.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -34,7 +35,7 @@ from adplatform.bidding.index import (
 )
 from adplatform.bidding.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid, encode_response
 from adplatform.bidding.pacing import daily_limit, utc_day
-from adplatform.bidding.tracking import Tracker, TrackingData, quote_url
+from adplatform.bidding.tracking import Tracker, TrackingData
 from adplatform.core.bus import EventProducer
 from adplatform.core.events import AD_EVENTS_TOPIC, AdEvent, AdEventType, ad_event_id, encode
 from adplatform.core.logging import get_logger
@@ -54,6 +55,7 @@ SECOND_ROUND_MIN: Final = 0.002
 """A second reservation round needs at least this much time left (seconds)."""
 STORE_RETRY_AFTER: Final = 0.5
 _USD: Final = ("USD", 1.0)
+_UNKNOWN: Final = ("", 0.0)
 
 
 class StoreHealth:
@@ -109,10 +111,16 @@ def _sizes(imp: Imp) -> list[tuple[int, int]]:
     return sizes
 
 
-def _upper_set(values: list[str] | None) -> frozenset[str]:
-    if not values:
-        return frozenset()
+# Block lists and currency lists repeat across requests (an exchange sends each
+# publisher's lists with every request), so their normalized forms are cached by value.
+@functools.lru_cache(maxsize=16384)
+def _upper_set(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(v.strip().upper() for v in values if isinstance(v, str) and v.strip())
+
+
+@functools.lru_cache(maxsize=16384)
+def _domain_set(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(filter(None, (normalize_domain(d) for d in values)))
 
 
 def request_context(request: BidRequest, now: float, mono: float) -> RequestContext:
@@ -147,9 +155,9 @@ def request_context(request: BidRequest, now: float, mono: float) -> RequestCont
                 (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
             )
     if request.bcat:
-        ctx.bcat = _upper_set(request.bcat)
+        ctx.bcat = _upper_set(tuple(request.bcat))
     if request.badv:
-        ctx.badv = frozenset(filter(None, (normalize_domain(d) for d in request.badv)))
+        ctx.badv = _domain_set(tuple(request.badv))
     if request.wseat:
         ctx.wseat = frozenset(request.wseat)
     if request.bseat:
@@ -192,6 +200,8 @@ class Auction:
         self.reservation_timeout_s = reservation_timeout_s
         self.pacing_ahead_s = pacing_ahead_s
         self.rates = {"USD": 1.0, **{k.upper(): v for k, v in currency_rates.items()}}
+        self._currencies: dict[tuple[str, ...], tuple[str, float] | None] = {}
+        """`cur` lists seen -> the currency to bid in (requests repeat a handful)."""
         self.producer: EventProducer | None = None
         self.recent: dict[int, float] = {}
         """Campaigns this process reserved on, and when (the sweeper's work list)."""
@@ -207,7 +217,7 @@ class Auction:
         mono = time.monotonic()
         if mono >= deadline:
             return TIMEOUT, None
-        currency = _USD if not request.cur else self._bid_currency(request.cur)
+        currency = _USD if not request.cur else self._bid_currency(tuple(request.cur))
         if currency is None:
             return NOBID, None
         now = time.time()
@@ -283,18 +293,24 @@ class Auction:
 
     # ------------------------------------------------------------------ pieces
 
-    def _bid_currency(self, accepted: list[str] | None) -> tuple[str, float] | None:
+    def _bid_currency(self, accepted: tuple[str, ...]) -> tuple[str, float] | None:
         """The currency to bid in: USD unless the request allows only others."""
-        if not accepted:
-            return "USD", 1.0
+        known = self._currencies.get(accepted, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
         codes = [c.strip().upper() for c in accepted if isinstance(c, str)]
+        choice: tuple[str, float] | None = None
         if "USD" in codes:
-            return "USD", 1.0
-        for code in codes:
-            rate = self.rates.get(code)
-            if rate:
-                return code, rate
-        return None
+            choice = _USD
+        else:
+            for code in codes:
+                rate = self.rates.get(code)
+                if rate:
+                    choice = (code, rate)
+                    break
+        if len(self._currencies) < 4096:  # bounded: requests choose these lists
+            self._currencies[accepted] = choice
+        return choice
 
     def _floor_cpm_micros(self, imp: Imp) -> float | None:
         """The imp's floor in USD CPM micros, or None when its currency has no rate."""
@@ -362,10 +378,10 @@ class Auction:
         code, rate = currency
         expires = int(now) + self.tracker.ttl_seconds
         ts_ms = int(now * 1000)
-        seats: dict[str, list[Bid]] = {}
         producer = self.producer
         tracker = self.tracker
         auction_id = request.id
+        bids: list[tuple[str, Bid]] = []
         for choice in won:
             entry = choice.entry
             campaign = entry.campaign
@@ -373,7 +389,7 @@ class Auction:
             if static is None:
                 static = entry.static = _static(entry, tracker)
             imp_id = choice.imp.id
-            price = round(campaign.price_cpm_micros / 1_000_000 / rate, 6)
+            price = static.price if rate == 1.0 else _price(campaign.price_cpm_micros, rate)
             urls = tracker.bid_urls(
                 TrackingData(
                     a=auction_id,
@@ -389,14 +405,14 @@ class Auction:
                 ),
                 static.click_params,
             )
-            adm = quote_url(urls.click).join(entry.adm_parts) + (
-                f'<img src="{quote_url(urls.impression)}" {_PIXEL_ATTRIBUTES}>'
-            )
             bid = Bid(
-                id=f"{campaign.id}-{imp_id}",
+                id=static.cid_dash + imp_id,
                 impid=imp_id,
                 price=price,
-                adm=adm,
+                adm=urls.click_html.join(entry.adm_parts)
+                + _PIXEL_OPEN
+                + urls.impression_html
+                + _PIXEL_CLOSE,
                 nurl=urls.nurl,
                 burl=urls.burl,
                 lurl=urls.lurl,
@@ -407,11 +423,7 @@ class Auction:
                 w=entry.w,
                 h=entry.h,
             )
-            bids = seats.get(campaign.seat)
-            if bids is None:
-                seats[campaign.seat] = [bid]
-            else:
-                bids.append(bid)
+            bids.append((campaign.seat, bid))
             if producer is not None:
                 event = AdEvent(
                     id=ad_event_id(auction_id, imp_id, AdEventType.BID),
@@ -425,15 +437,27 @@ class Auction:
                     bid_micros=campaign.price_micros,
                 )
                 producer.send(AD_EVENTS_TOPIC, static.cid, encode(event))
-        response = BidResponse(
-            id=auction_id,
-            seatbid=[SeatBid(bid=bids, seat=seat) for seat, bids in seats.items()],
-            cur=code,
-        )
-        return encode_response(response)
+        return encode_response(BidResponse(id=auction_id, seatbid=_seat_bids(bids), cur=code))
 
 
-_PIXEL_ATTRIBUTES: Final = 'width="1" height="1" alt="" style="display:none"'
+def _price(cpm_micros: int, rate: float) -> float:
+    """A USD CPM in micros as a CPM in a currency worth `rate` USD."""
+    return round(cpm_micros / 1_000_000 / rate, 6)
+
+
+def _seat_bids(bids: list[tuple[str, Bid]]) -> list[SeatBid]:
+    """Bids grouped by seat (the advertiser), in bid order."""
+    if len(bids) == 1:  # the usual case: no grouping to do
+        seat, bid = bids[0]
+        return [SeatBid(bid=[bid], seat=seat)]
+    seats: dict[str, list[Bid]] = {}
+    for seat, bid in bids:
+        seats.setdefault(seat, []).append(bid)
+    return [SeatBid(bid=group, seat=seat) for seat, group in seats.items()]
+
+
+_PIXEL_OPEN: Final = '<img src="'
+_PIXEL_CLOSE: Final = '" width="1" height="1" alt="" style="display:none">'
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,15 +468,22 @@ class CreativeStatic:
     adomain: list[str] | None
     crid: str
     cid: str
+    cid_dash: str
+    """`<campaign id>-`: a bid's id is this plus the imp id."""
     cat: list[str] | None
+    price: float
+    """The bid price in USD CPM."""
 
 
 def _static(entry: IndexedCreative, tracker: Tracker) -> CreativeStatic:
     category = entry.state.iab_category
+    campaign = entry.campaign
     return CreativeStatic(
         click_params=tracker.landing_params(entry.id, entry.state.click_url),
         adomain=[entry.adomain] if entry.adomain else None,
         crid=str(entry.id),
-        cid=str(entry.campaign.id),
+        cid=str(campaign.id),
+        cid_dash=f"{campaign.id}-",
         cat=[category] if category else None,
+        price=_price(campaign.price_cpm_micros, 1.0),
     )
