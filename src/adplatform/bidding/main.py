@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +42,13 @@ EVENT_LINGER_MS: Final = 50
 producer's per-batch work (its threads share the bidder's core) is what costs, and
 analytics does not need them sooner."""
 HEALTH_INTERVAL: Final = 1.0
+GC_YOUNG_THRESHOLD: Final = 50_000
+"""Allocations between young-generation collections in production. A bid request
+allocates a few hundred short-lived objects; at the default 700 the collector ran
+every couple of requests and re-scanned the in-flight ones each time (~4% of the
+bidder's CPU). Objects that die young are freed by reference counting anyway, so a
+rarer collection scans about as many live objects as a frequent one: one scan of
+the in-flight set (well under a millisecond) every few hundred requests."""
 
 
 def build_store(settings: Settings) -> BudgetStore:
@@ -161,7 +169,14 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        producer = bus.producer(linger_ms=EVENT_LINGER_MS)
+        # Fire-and-forget: no Python callback per delivered event (failures are still
+        # reported one by one; `events_published_total` is counted in bulk).
+        producer = bus.producer(linger_ms=EVENT_LINGER_MS, per_message_reports=False)
+        # Only in the service's own process (production): `adplatform dev` shares its
+        # process, and its collector, with the other services.
+        previous_gc = gc.get_threshold()
+        if bus.is_kafka:
+            gc.set_threshold(GC_YOUNG_THRESHOLD, *previous_gc[1:])
         bidder.auction.producer = producer
         bidder.notices.producer = producer
         feed = asyncio.create_task(bidder.feed.run(), name="bidder-feed")
@@ -181,6 +196,7 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
             await bidder.batcher.drain()
             await producer.close()
             await bidder.store.close()
+            gc.set_threshold(*previous_gc)
 
     app = create_service_app(
         SERVICE,
