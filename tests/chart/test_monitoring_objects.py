@@ -97,9 +97,31 @@ def test_real_dashboards_are_rendered(rendered: dict[str, Rendered]) -> None:
         assert json.loads(maps[board.name]) == json.loads(board.read_text())
 
 
-def test_alertmanager_secret(rendered: dict[str, Rendered]) -> None:
+def test_alertmanager_secret_in_alertmanagers_namespace() -> None:
+    """mode=secret: the whole configuration for Alertmanager.spec.configSecret, rendered in
+    the Alertmanager's namespace (the operator reads configSecret only from there), which
+    must be given."""
+    sets = {"monitoring.alertmanager.enabled": "true", "monitoring.alertmanager.mode": "secret"}
+    missing = run_helm(*template_args(sets=sets))
+    assert missing.returncode != 0
+    assert "monitoring.alertmanager.namespace" in missing.stderr, missing.stderr
+    result = run_helm(
+        *template_args(
+            sets={
+                **sets,
+                "monitoring.alertmanager.namespace": "monitoring",
+                "monitoring.alertmanager.secretName": "alertmanager-adplatform",
+            }
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    objects = parse_manifests(result.stdout)
+    (secret_obj,) = [o for o in objects if o["metadata"]["name"] == "alertmanager-adplatform"]
+    assert secret_obj["kind"] == "Secret"
+    assert secret_obj["metadata"]["namespace"] == "monitoring"
+    assert not [o for o in objects if o["kind"] == "AlertmanagerConfig"]
+    secret = secret_obj["stringData"]
     source = (MONITORING / "alertmanager" / "alertmanager.yaml").read_text()
-    secret = rendered["production"].one("Secret", "alertmanager-adplatform")["stringData"]
     config = secret["alertmanager.yaml"]
     assert "/etc/alertmanager/config/*.tmpl" in config
     assert "/etc/alertmanager/templates/" not in config
@@ -109,6 +131,18 @@ def test_alertmanager_secret(rendered: dict[str, Rendered]) -> None:
     assert yaml.safe_load(config) == yaml.safe_load(expected)
     for template in (MONITORING / "alertmanager" / "templates").glob("*.tmpl"):
         assert secret[template.name].strip() == template.read_text().strip()
+
+
+def test_alertmanager_config_by_default(rendered: dict[str, Rendered]) -> None:
+    """The default mode is an AlertmanagerConfig in the release namespace, nothing in
+    another namespace (test_alertmanager_config checks what it routes)."""
+    for name in ("production", "everything-on"):
+        objects = rendered[name].objects
+        assert [o["kind"] for o in objects if o["kind"] == "AlertmanagerConfig"] == [
+            "AlertmanagerConfig"
+        ]
+        assert {o["metadata"].get("namespace") for o in objects} - {None} == {"adplatform"}
+    assert not rendered["default"].of_kind("AlertmanagerConfig")
 
 
 def test_scrape_objects(rendered: dict[str, Rendered]) -> None:

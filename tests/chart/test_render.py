@@ -175,6 +175,7 @@ def test_every_custom_resource_kind_is_checked(rendered: dict[str, Rendered]) ->
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PodMonitor"),
+        ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("gateway.networking.k8s.io/v1", "Gateway"),
     }
