@@ -219,4 +219,4 @@ async def test_store_contract_on_redis(
     bidders: tuple[str, list[BidderProcess], dict[str, str]],
     store: BudgetStore,
 ) -> None:
-    await check(store, 80_000 + CHECKS.index(check))
+    await check(store, 80_000 + [c.__name__ for c in CHECKS].index(check.__name__))
