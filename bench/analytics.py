@@ -75,13 +75,8 @@ class Workload:
         rng = self.rng
         self.auction += 1
         campaign = self._campaign()
-        common = {
-            "campaign_id": campaign,
-            "advertiser_id": (campaign - 1) // 10 + 1,
-            "creative_id": campaign * 3,
-            "auction_id": f"bench-{self.auction:012d}",
-            "imp_id": "1",
-        }
+        advertiser = (campaign - 1) // 10 + 1
+        auction_id = f"bench-{self.auction:012d}"
         bid = rng.randint(200, 8000)
         kinds = [(AdEventType.BID, 0)]
         if rng.random() < 0.25:
@@ -97,12 +92,16 @@ class Workload:
         events = []
         for kind, spend in kinds:
             event = AdEvent(
-                id=ad_event_id(common["auction_id"], "1", kind),
+                id=ad_event_id(auction_id, "1", kind),
                 type=kind,
                 ts_ms=ts_ms,
+                campaign_id=campaign,
+                advertiser_id=advertiser,
+                creative_id=campaign * 3,
+                auction_id=auction_id,
+                imp_id="1",
                 bid_micros=bid,
                 spend_micros=spend,
-                **common,
             )
             events.append((event, False))
             if rng.random() < 0.01:
@@ -184,8 +183,10 @@ def raw_consume(brokers: str, topic: str, total: int) -> dict[str, float]:
             cpu_start = time.process_time()
         for message in batch:
             if message.error() is None:
+                value = message.value()
+                assert value is not None  # the pre-fill produces no tombstones
                 count += 1
-                size += len(message.value())
+                size += len(value)
     elapsed = time.perf_counter() - (started or time.perf_counter())
     cpu = time.process_time() - cpu_start  # every thread, librdkafka's included
     consumer.close()

@@ -14,7 +14,7 @@ from adplatform.analytics.aggregation import prepare_batch
 from adplatform.analytics.store import OffsetConflict, PostgresStore, SqlStore
 from adplatform.core.bus import Message
 from adplatform.core.db import create_engine, session_factory
-from adplatform.core.events import encode
+from adplatform.core.events import AdEvent, encode
 from adplatform.migrations import upgrade
 from tests.unit.analytics.support import expected_minutes, generate_events, stored_minutes
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 TP = ("ad-events", 0)
 
 
-def polled(events: list, first_offset: int = 0) -> list[Message]:
+def polled(events: list[AdEvent], first_offset: int = 0) -> list[Message]:
     return [Message(TP[0], 0, first_offset + i, None, encode(e), 0) for i, e in enumerate(events)]
 
 

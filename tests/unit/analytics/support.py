@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,6 +46,14 @@ def event(
     )
 
 
+class _Auction(TypedDict):
+    """What every notice of one auction shares (typed so `**` unpacking is checked)."""
+
+    campaign_id: int
+    advertiser_id: int
+    auction_id: str
+
+
 def advertiser_of(campaign_id: int) -> int:
     return (campaign_id - 1) // 3 + 1
 
@@ -72,7 +80,11 @@ def generate_events(
         ts = start + (n * span_ms) // max(auctions, 1)
         auction = f"a{seed}-{n}"
         bid = rng.randint(500, 5000)
-        base = {"campaign_id": campaign, "advertiser_id": advertiser, "auction_id": auction}
+        base: _Auction = {
+            "campaign_id": campaign,
+            "advertiser_id": advertiser,
+            "auction_id": auction,
+        }
         notices = [event(AdEventType.BID, ts_ms=ts, bid_micros=bid, **base)]
         if rng.random() < 0.4:
             price = rng.randint(100, bid)

@@ -11,13 +11,13 @@ from adplatform.analytics.aggregation import (
     prepare_batch,
 )
 from adplatform.core.bus import Message
-from adplatform.core.events import AdEventType, ad_event_id, encode
+from adplatform.core.events import AdEvent, AdEventType, ad_event_id, encode
 from tests.unit.analytics.support import event, expected_minutes, generate_events
 
 TOPIC = "ad-events"
 
 
-def messages(events: list, partition: int = 0, first_offset: int = 0) -> list[Message]:
+def messages(events: list[AdEvent], partition: int = 0, first_offset: int = 0) -> list[Message]:
     return [
         Message(TOPIC, partition, first_offset + i, b"k", encode(e), 0)
         for i, e in enumerate(events)

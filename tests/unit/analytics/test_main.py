@@ -51,7 +51,7 @@ async def test_events_published_on_the_bus_become_queryable(sqlite_url: str) -> 
                 await asyncio.sleep(0.05)
         assert body["totals"]["spend_micros"] == want[5]
         assert body["totals"]["clicks"] == want[3]
-        ready = (await http.get("/health/ready")).json()
-        assert ready["checks"]["consumer"]["ok"]
-        assert ready["checks"]["database"]["ok"]
+        health = (await http.get("/health/ready")).json()
+        assert health["checks"]["consumer"]["ok"]
+        assert health["checks"]["database"]["ok"]
     assert app.state.consumer.committed_events >= len({e.id for e in events if e.campaign_id == 3})

@@ -15,7 +15,7 @@ from adplatform.analytics.retention import (
 from adplatform.analytics.store import SqlStore
 from adplatform.core.bus import Message
 from adplatform.core.db import session_factory
-from adplatform.core.events import encode
+from adplatform.core.events import AdEvent, encode
 from tests.unit.analytics.support import (
     expected_campaigns,
     generate_events,
@@ -27,7 +27,7 @@ TP = ("ad-events", 0)
 START_MS = 1_790_000_000_000  # events span 3 days from here
 
 
-async def load(engine: AsyncEngine, events: list, offset: int = 0) -> None:
+async def load(engine: AsyncEngine, events: list[AdEvent], offset: int = 0) -> None:
     store = SqlStore(engine, session_factory(engine))
     await store.load_offsets("g", [TP])
     messages = [Message(TP[0], 0, offset + i, None, encode(e), 0) for i, e in enumerate(events)]
@@ -100,6 +100,9 @@ async def test_prune_forgets_only_ids_older_than_the_window(engine: AsyncEngine)
         left = (
             await connection.execute(text("SELECT count(*) FROM analytics_processed_events"))
         ).scalar()
+    assert total is not None
+    assert left is not None
+    assert oldest is not None  # ids inside the window remain
     assert 0 < removed < total
     assert left == total - removed
     assert oldest >= now - 5 * 3600 - 60

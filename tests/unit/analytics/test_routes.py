@@ -16,7 +16,7 @@ from adplatform.analytics.store import SqlStore
 from adplatform.core.bus import EventBus, Message
 from adplatform.core.config import Environment, Settings
 from adplatform.core.db import session_factory
-from adplatform.core.events import encode
+from adplatform.core.events import AdEvent, encode
 from tests.unit.analytics.support import (
     Seeded,
     advertiser_of,
@@ -42,7 +42,7 @@ def settings(url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def seeded(engine: AsyncEngine) -> tuple[Seeded, list]:
+async def seeded(engine: AsyncEngine) -> tuple[Seeded, list[AdEvent]]:
     seeded = await seed_campaigns(engine, CAMPAIGNS)
     events = generate_events(2000, campaigns=6, seed=31, start_ms=START_MS, span_ms=30 * 60_000)
     store = SqlStore(engine, session_factory(engine))
@@ -67,7 +67,7 @@ def series_params(**extra: str) -> dict[str, str]:
 
 
 async def test_minute_series_is_exact_and_zero_filled(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     _, events = seeded
     response = await client.get(
@@ -92,7 +92,7 @@ async def test_minute_series_is_exact_and_zero_filled(
 
 
 async def test_hour_and_day_series_add_up_to_the_totals(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     _, events = seeded
     want = expected_campaigns(events)[4]
@@ -110,7 +110,7 @@ async def test_hour_and_day_series_add_up_to_the_totals(
 
 
 async def test_campaign_totals_with_derived_metrics_and_budget(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     _, events = seeded
     bids, wins, impressions, clicks, _, spend = expected_campaigns(events)[1]
@@ -136,7 +136,7 @@ async def test_campaign_totals_with_derived_metrics_and_budget(
 
 
 async def test_advertiser_totals_sum_its_campaigns(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     _, events = seeded
     per_campaign = expected_campaigns(events)
@@ -151,7 +151,7 @@ async def test_advertiser_totals_sum_its_campaigns(
 
 
 async def test_top_campaigns_by_spend_and_clicks(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     _, events = seeded
     per_campaign = expected_campaigns(events)
@@ -167,7 +167,7 @@ async def test_top_campaigns_by_spend_and_clicks(
 
 
 async def test_an_advertiser_key_sees_only_its_own_campaigns(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list]
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]]
 ) -> None:
     keys, _ = seeded
     own = {"X-API-Key": keys.advertiser_keys[1]}
@@ -254,7 +254,7 @@ async def test_missing_or_wrong_key_is_401(
 )
 async def test_bad_input_is_a_4xx_with_the_error_body(
     client: httpx.AsyncClient,
-    seeded: tuple[Seeded, list],
+    seeded: tuple[Seeded, list[AdEvent]],
     path: str,
     params: dict[str, str],
     status: int,
@@ -269,7 +269,7 @@ async def test_bad_input_is_a_4xx_with_the_error_body(
 
 
 async def test_a_campaign_known_only_from_events_is_still_served(
-    client: httpx.AsyncClient, seeded: tuple[Seeded, list], engine: AsyncEngine
+    client: httpx.AsyncClient, seeded: tuple[Seeded, list[AdEvent]], engine: AsyncEngine
 ) -> None:
     from sqlalchemy import text
 

@@ -9,14 +9,14 @@ from adplatform.analytics.aggregation import prepare_batch
 from adplatform.analytics.store import OffsetConflict, SqlStore
 from adplatform.core.bus import Message
 from adplatform.core.db import session_factory
-from adplatform.core.events import encode
+from adplatform.core.events import AdEvent, encode
 from tests.unit.analytics.support import expected_minutes, generate_events, stored_minutes
 
 TOPIC = "ad-events"
 TP = (TOPIC, 0)
 
 
-def polled(events: list, first_offset: int = 0) -> list[Message]:
+def polled(events: list[AdEvent], first_offset: int = 0) -> list[Message]:
     return [Message(TOPIC, 0, first_offset + i, None, encode(e), 0) for i, e in enumerate(events)]
 
 
