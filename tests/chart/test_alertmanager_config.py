@@ -46,7 +46,7 @@ PLAIN = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yaml").read_text())
 RECEIVERS_SECRET = "alertmanager-adplatform-receivers"
 TIMINGS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
 # kube-prometheus-stack's own configuration, which the operator merges the object into.
-BASE = {
+BASE: dict[str, Any] = {
     "route": {
         "receiver": "null",
         "group_by": ["namespace"],

@@ -14,8 +14,8 @@ import prometheus_client
 import pytest
 import yaml
 
-from tests.chart.conftest import PROJECT_ROOT, Rendered
-from tests.infra.common import require
+from tests.chart.conftest import Rendered
+from tests.infra.common import PROJECT_ROOT, require
 
 ADAPTER = PROJECT_ROOT / "deploy" / "monitoring" / "prometheus-adapter" / "values.yaml"
 RULES = yaml.safe_load(ADAPTER.read_text())["rules"]

@@ -168,10 +168,10 @@ class Running:
             what=f"{self.service} /health/live",
             process=self.process,
             log=self.log,
-        )  # type: ignore[arg-type]
+        )
 
     def stop(self) -> int | None:
-        stop_process(self.process)  # type: ignore[arg-type]
+        stop_process(self.process)
         return self.process.returncode
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.chart.conftest import CACHE, CHART, INSTALL_HINT, PROJECT_ROOT
-from tests.infra.common import require
+from tests.chart.conftest import CACHE, CHART, INSTALL_HINT
+from tests.infra.common import PROJECT_ROOT, require
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
 GITLAB = PROJECT_ROOT / ".gitlab-ci.yml"
