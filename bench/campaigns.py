@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -268,7 +269,7 @@ def start_service(
             )
         try:
             wait_for(
-                lambda port=port: _ready(port),
+                functools.partial(_ready, port),
                 timeout=60,
                 what="campaigns",
                 process=process,

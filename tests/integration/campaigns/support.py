@@ -30,6 +30,11 @@ def settings(database_url: str, **overrides: Any) -> Settings:
     )
 
 
+def is_ready(base_url: str) -> bool:
+    """Whether a started service answers its readiness probe (a `wait_for` condition)."""
+    return httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200
+
+
 def creative_body(**overrides: Any) -> dict[str, Any]:
     return {
         "width": 300,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from adplatform.campaigns.seed import DEMO_CAMPAIGNS
 from tests.infra.common import ServerStartError, free_port, port_is_free, stop_process, wait_for
+from tests.integration.campaigns.support import is_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,7 +65,7 @@ def dev_platform(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         url = f"http://127.0.0.1:{base}"
         try:
             wait_for(
-                lambda url=url: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200,
+                functools.partial(is_ready, url),
                 timeout=90,
                 what="adplatform dev",
                 process=process,

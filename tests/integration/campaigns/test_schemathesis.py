@@ -4,6 +4,7 @@ conforms to the documented status codes, content types and schemas."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from tests.integration.campaigns.support import (
     INTERNAL_KEY,
     campaign_body,
     creative_body,
+    is_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,7 +70,7 @@ def campaign_server(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(
-                lambda url=url: httpx.get(f"{url}/health/ready", timeout=2).status_code == 200,
+                functools.partial(is_ready, url),
                 timeout=60,
                 what="campaign service",
                 process=process,
