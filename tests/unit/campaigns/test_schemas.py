@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from adplatform.campaigns.paging import decode_cursor, encode_cursor
 from adplatform.campaigns.preconditions import IfMatch, check_version
@@ -21,7 +21,7 @@ VALID: dict[str, Any] = {
 }
 
 
-def _error_locations(body: dict[str, Any], model: type = CampaignCreate) -> list[str]:
+def _error_locations(body: dict[str, Any], model: type[BaseModel] = CampaignCreate) -> list[str]:
     with pytest.raises(ValidationError) as caught:
         model.model_validate(body)
     return [".".join(str(p) for p in err["loc"]) for err in caught.value.errors()]

@@ -7,7 +7,7 @@ from adplatform.core.config import Environment, MissingSettingError, Settings
 
 
 def test_defaults_mean_embedded_adapters() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url is None
     assert settings.redis_host is None
     assert settings.kafka_brokers == []
