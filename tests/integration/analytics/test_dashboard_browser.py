@@ -54,7 +54,6 @@ async def serve(settings: Settings, bus: EventBus) -> AsyncIterator[str]:
     app = create_app(settings, bus=bus)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
 
     async def listening() -> bool:

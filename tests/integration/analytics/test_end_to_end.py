@@ -47,7 +47,6 @@ def own_kafka() -> Iterator[KafkaBroker]:
 async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
 
     async def listening() -> bool:
