@@ -1,12 +1,18 @@
 """Keeping the index fresh: the snapshot at start, then `campaign-updates` with no gap.
 
 Order matters. The end offsets of `campaign-updates` are recorded *before* the snapshot
-is fetched, and the consumer starts exactly there: an update written after the
+is fetched, and the follower starts exactly there: an update written after the
 snapshot was read is necessarily behind those offsets, so it is seen; one written
 before may be seen twice, which is harmless because states are whole and the index
-applies only newer versions. Every replica must see every update, so each process
-consumes in its own consumer group (never committed, so it leaves nothing behind).
-The snapshot is retried with backoff until it loads; readiness waits for it.
+applies only newer versions. The snapshot is retried with backoff until it loads.
+
+Every replica must see every update, so the follower is not a consumer-group member:
+it is assigned all partitions at the recorded offsets (`EventBus.assigned_consumer`),
+so there is no group to join before the first fetch, no rebalance to pause it later,
+and nothing is left behind in Kafka. Readiness waits for the snapshot *and* for the
+follower to have fetched every partition and read it to its end: once a replica is
+ready, an update published from then on is applied as soon as Kafka delivers it. A
+partition added to the topic later is picked up by a periodic check, from offset 0.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import msgspec
 from adplatform.bidding import metrics
 from adplatform.bidding.index import TargetingIndex
 from adplatform.core.auth import INTERNAL_KEY_HEADER
-from adplatform.core.bus import EventBus, TopicPartition
+from adplatform.core.bus import EventBus, EventConsumer, TopicPartition
 from adplatform.core.events import (
     CAMPAIGN_UPDATES_TOPIC,
     CampaignSnapshot,
@@ -42,7 +48,11 @@ T = TypeVar("T")
 
 SNAPSHOT_PATH: Final = "/internal/snapshot"
 LAG_GROUP_LABEL: Final = "bidding-index"
-"""The lag metric's group label: stable, though the real group is per process."""
+"""The lag metric's group label: stable, though each process follows on its own."""
+PARTITION_CHECK_SECONDS: Final = 30.0
+"""How often the follower looks for partitions added to the topic (2 s while the topic
+has none yet)."""
+WAITING_LOG_SECONDS: Final = 10.0
 
 
 def process_group() -> str:
@@ -69,8 +79,12 @@ class CampaignFeed:
         self.topic = topic
         self.max_backoff = max_backoff
         self.loaded = asyncio.Event()
+        """Set once the snapshot is loaded and the follower has caught up: readiness."""
         self.group = process_group()
+        """The follower's name in logs (no consumer group is joined under it)."""
         self.applied = 0
+        self.following = False
+        """The follower is started: stop it with `stop()`, not by cancelling."""
         self._stopping = False
 
     def stop(self) -> None:
@@ -112,22 +126,18 @@ class CampaignFeed:
         gc.collect()
         gc.freeze()
         self._observe()
-        self.loaded.set()
+        loaded_at = time.monotonic()
         log.info(
             "snapshot_loaded",
             campaigns=len(self.index),
             position=self.index.position,
             offsets={f"{t}:{p}": o for (t, p), o in positions.items()},
         )
-
-        async def start_at(assigned: list[TopicPartition]) -> dict[TopicPartition, int]:
-            # A partition that did not exist when the offsets were recorded holds only
-            # newer updates: read it from the beginning.
-            return {tp: positions.get(tp, 0) for tp in assigned}
-
-        consumer = self.bus.consumer(self.group, [self.topic], on_assign=start_at)
+        consumer = self.bus.assigned_consumer(positions, name=self.group)
         await consumer.start()
-        last_lag = 0.0
+        self.following = True
+        known = set(positions)
+        last_lag = last_check = last_waiting_log = time.monotonic()
         try:
             while not self._stopping:
                 messages = await consumer.poll(1000, 0.1)
@@ -142,14 +152,41 @@ class CampaignFeed:
                 if messages:
                     EVENTS_CONSUMED.labels(self.topic).inc(len(messages))
                     self._observe()
-                if time.monotonic() - last_lag > 10:
-                    last_lag = time.monotonic()
+                now = time.monotonic()
+                if not self.loaded.is_set():
+                    if await consumer.caught_up():
+                        self.loaded.set()
+                        log.info("bidder_index_ready", caught_up_after_s=round(now - loaded_at, 3))
+                    elif now - last_waiting_log > WAITING_LOG_SECONDS:
+                        last_waiting_log = now
+                        log.warning("waiting_for_campaign_updates", topic=self.topic)
+                if now - last_check > (PARTITION_CHECK_SECONDS if known else 2.0):
+                    last_check = now
+                    await self._follow_new_partitions(consumer, known)
+                if now - last_lag > 10:
+                    last_lag = now
                     try:
                         await consumer.report_lag(LAG_GROUP_LABEL)
                     except Exception as exc:  # a lag read is best effort
                         log.debug("lag_unavailable", error=str(exc))
         finally:
             await consumer.close()
+
+    async def _follow_new_partitions(
+        self, consumer: EventConsumer, known: set[TopicPartition]
+    ) -> None:
+        """A partition that did not exist when the offsets were recorded holds only
+        newer updates: read it from the beginning."""
+        try:
+            current = await self.bus.end_offsets(self.topic)
+        except Exception as exc:  # Kafka away: the next check retries
+            log.debug("partition_check_failed", error=str(exc)[:300])
+            return
+        new = {tp: 0 for tp in current if tp not in known}
+        if new:
+            consumer.add_partitions(new)
+            known.update(new)
+            log.info("campaign_updates_partitions_added", partitions=sorted(new))
 
     def _observe(self) -> None:
         metrics.INDEX_CAMPAIGNS.set(len(self.index))

@@ -155,7 +155,9 @@ class Bidder:
 
     async def snapshot_ready(self) -> bool:
         if not self.feed.loaded.is_set():
-            raise RuntimeError("campaign snapshot not loaded yet")
+            raise RuntimeError(
+                "campaign snapshot not loaded, or campaign-updates not caught up, yet"
+            )
         return True
 
     async def store_ready(self) -> bool:
@@ -188,7 +190,7 @@ def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
             yield
         finally:
             bidder.feed.stop()
-            if bidder.feed.loaded.is_set():
+            if bidder.feed.following:  # let it leave its poll, then close the follower
                 await asyncio.wait({feed}, timeout=5.0)
             for task in (feed, *tasks):
                 task.cancel()

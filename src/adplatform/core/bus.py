@@ -13,6 +13,12 @@ Consumers poll batches and do their own offset management when they need exactly
 (analytics stores offsets in its database): the `on_assign` hook returns the offset
 to start each newly assigned partition at.
 
+A reader that must see *every* partition from a known position (each bidder replica
+follows all of `campaign-updates`) takes `EventBus.assigned_consumer(offsets)` instead:
+manual assignment at exactly those offsets, no consumer group (no join, no rebalance,
+nothing committed), `poll` returning as soon as a message is there, and `caught_up()`
+saying when it has fetched every partition and read it to the end.
+
 The in-process adapter keeps the same semantics (partitions by key, offsets, consumer
 groups, bounded buffer) so `adplatform dev` and unit tests run the same service code.
 """
@@ -25,7 +31,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -119,6 +125,20 @@ class EventConsumer(ABC):
     @abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages between this consumer's position and each assigned partition's end."""
+
+    async def caught_up(self) -> bool:
+        """True once every assigned partition has been read to its end.
+
+        Assigned consumers answer from their own positions and what their fetches
+        reported (a partition not fetched from yet is not caught up); the default is
+        `lag()`'s view, which is only as precise as the adapter's positions.
+        """
+        return all(value <= 0 for value in (await self.lag()).values())
+
+    def add_partitions(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Also read these partitions, from these offsets (assigned consumers only: a
+        group consumer gets its partitions from the group)."""
+        raise NotImplementedError(f"{type(self).__name__} has its partitions from a group")
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -329,6 +349,9 @@ class InMemoryProducer(EventProducer):
 
 
 class InMemoryConsumer(EventConsumer):
+    """A group member, or with `assign` a reader of exactly those partitions from
+    exactly those offsets (no group: `commit` is refused)."""
+
     def __init__(
         self,
         broker: InMemoryBroker,
@@ -338,6 +361,7 @@ class InMemoryConsumer(EventConsumer):
         on_assign: AssignHook | None = None,
         on_revoke: RevokeHook | None = None,
         start: str = "earliest",
+        assign: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         self.broker = broker
         self.group_id = group_id
@@ -348,14 +372,34 @@ class InMemoryConsumer(EventConsumer):
         self._positions: dict[TopicPartition, int] = {}
         self._generation = -1
         self._started = False
+        self._fixed = _checked_offsets(assign) if assign is not None else None
+        if self._fixed is not None:
+            self.topics = sorted({topic for topic, _ in self._fixed} | set(self.topics))
 
     async def start(self) -> None:
         for topic in self.topics:
             self.broker.create_topic(topic)
-        self.broker.join(self.group_id, self)
+        if self._fixed is not None:
+            self.add_partitions(self._fixed)
+        else:
+            self.broker.join(self.group_id, self)
         self._started = True
 
+    def add_partitions(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self._fixed is None:
+            raise NotImplementedError("a group member has its partitions from the group")
+        for (topic, partition), offset in _checked_offsets(offsets).items():
+            if partition >= self.broker.partitions_of(topic):
+                raise ValueError(f"{topic} has no partition {partition}")
+            self._positions[(topic, partition)] = offset
+            self._fixed[(topic, partition)] = offset
+
+    async def caught_up(self) -> bool:
+        return all(pos >= self.broker.end_offset(tp) for tp, pos in self._positions.items())
+
     async def _rebalance_if_needed(self) -> None:
+        if self._fixed is not None:
+            return
         generation = self.broker.generation(self.group_id)
         if generation == self._generation:
             return
@@ -401,6 +445,8 @@ class InMemoryConsumer(EventConsumer):
             await self.broker.wait_for_data(min(remaining, 0.05))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self._fixed is not None:
+            raise RuntimeError("an assigned consumer has no group to commit to")
         self.broker.commit(self.group_id, offsets)
 
     def assignment(self) -> list[TopicPartition]:
@@ -415,8 +461,17 @@ class InMemoryConsumer(EventConsumer):
     async def close(self) -> None:
         self._lag_closed = True
         if self._started:
-            self.broker.leave(self.group_id, self)
+            if self._fixed is None:
+                self.broker.leave(self.group_id, self)
             self._started = False
+
+
+def _checked_offsets(offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Concrete start offsets (Kafka's logical -1/-2 are not supported here)."""
+    for tp, offset in offsets.items():
+        if offset < 0:
+            raise ValueError(f"start offset of {tp[0]}:{tp[1]} must be >= 0, got {offset}")
+    return dict(offsets)
 
 
 # ---------------------------------------------------------------------------- Kafka
@@ -604,6 +659,14 @@ class KafkaConsumer(EventConsumer):
 
     Offsets are never auto-committed: a service commits what it has durably processed
     (to Kafka with `commit`, or to its own database and hands them back in `on_assign`).
+
+    With `assign` ({partition: start offset}) it is a follower instead: `start()`
+    assigns exactly those partitions at those offsets (librdkafka `assign()`; the group
+    id is only a name, librdkafka requires one: nothing joins, rebalances or commits),
+    and `poll` returns as soon as a message is there (`consume()` would wait out the
+    whole timeout for a batch that is not full: up to 0.1 s more per update at the
+    bidder's rates). The consumer tracks its own next offsets, so `lag()` and
+    `caught_up()` are exact.
     """
 
     def __init__(
@@ -616,11 +679,16 @@ class KafkaConsumer(EventConsumer):
         on_revoke: RevokeHook | None = None,
         start: str = "earliest",
         extra_config: dict[str, Any] | None = None,
+        assign: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         from confluent_kafka import Consumer
 
         self.group_id = group_id
         self.topics = list(topics)
+        self._fixed = _checked_offsets(assign) if assign is not None else None
+        """Assigned mode: the next offset to read of each partition."""
+        if self._fixed is not None:
+            self.topics = sorted({topic for topic, _ in self._fixed} | set(self.topics))
         self.on_assign = on_assign
         self.on_revoke = on_revoke
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -672,39 +740,73 @@ class KafkaConsumer(EventConsumer):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._fixed is not None:
+            fixed, self._fixed = self._fixed, {}
+            self.add_partitions(fixed)
+            return
         self._consumer.subscribe(
             self.topics, on_assign=self._handle_assign, on_revoke=self._handle_revoke
         )
 
-    async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
-        raw = await asyncio.to_thread(self._consumer.consume, max_messages, timeout)
-        batch: list[Message] = []
-        append = batch.append
-        make = tuple.__new__  # skips the named tuple's Python-level __new__: the hot path
-        for m in raw:
-            error = m.error()
-            if error is not None:
-                if error.code() != -191:  # _PARTITION_EOF is informational
-                    log.warning("consume_error", error=str(error))
-                continue
-            append(
-                make(
-                    Message,
-                    (
-                        m.topic() or "",
-                        m.partition() or 0,
-                        m.offset() or 0,
-                        m.key(),  # bytes: no deserializer is configured
-                        m.value() or b"",
-                        m.timestamp()[1],
-                    ),
-                )
+    def add_partitions(self, offsets: Mapping[TopicPartition, int]) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        if self._fixed is None:
+            raise NotImplementedError("a group member has its partitions from the group")
+        offsets = _checked_offsets(offsets)
+        if not offsets:
+            return
+        self._consumer.incremental_assign(
+            [KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        )
+        with self._lock:
+            self._fixed.update(offsets)
+            self._assigned = list(self._fixed)
+        log.info("partitions_assigned", group=self.group_id, partitions=list(offsets))
+
+    async def caught_up(self) -> bool:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        if self._fixed is None:
+            return await super().caught_up()
+        with self._lock:
+            positions = dict(self._fixed)
+        for (topic, partition), position in positions.items():
+            # The high watermark the last fetch of this partition reported (a local
+            # read; unknown until a fetch came back, so a follower that cannot reach
+            # the partition's leader is never caught up).
+            _, high = self._consumer.get_watermark_offsets(
+                KafkaTopicPartition(topic, partition), cached=True
             )
-        return batch
+            if high < 0 or position < high:
+                return False
+        return True
+
+    def _poll_first(self, max_messages: int, timeout: float) -> list[Any]:
+        """Assigned mode: wait for one message, then take what is already queued."""
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        if max_messages <= 1:
+            return [first]
+        return [first, *self._consumer.consume(max_messages - 1, 0)]
+
+    async def poll(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        if self._fixed is not None:
+            raw = await asyncio.to_thread(self._poll_first, max_messages, timeout)
+            batch = _messages(raw)
+            with self._lock:
+                for message in batch:
+                    self._fixed[(message.topic, message.partition)] = message.offset + 1
+            return batch
+        raw = await asyncio.to_thread(self._consumer.consume, max_messages, timeout)
+        return _messages(raw)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+        if self._fixed is not None:
+            raise RuntimeError("an assigned consumer has no group to commit to")
         if offsets:
             tps = [KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()]
             await asyncio.to_thread(self._consumer.commit, offsets=tps, asynchronous=False)
@@ -717,6 +819,9 @@ class KafkaConsumer(EventConsumer):
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
         self._consumer.seek(KafkaTopicPartition(tp[0], tp[1], offset))
+        if self._fixed is not None:
+            with self._lock:
+                self._fixed[tp] = offset
 
     async def lag(self) -> dict[TopicPartition, int]:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -725,10 +830,15 @@ class KafkaConsumer(EventConsumer):
             tps = [KafkaTopicPartition(t, p) for t, p in self.assignment()]
             if not tps:
                 return {}
+            with self._lock:
+                fixed = dict(self._fixed) if self._fixed is not None else None
             result: dict[TopicPartition, int] = {}
-            for tp in self._consumer.position(tps):
+            for tp in tps if fixed is not None else self._consumer.position(tps):
                 _, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
-                position = tp.offset if tp.offset >= 0 else high
+                if fixed is not None:
+                    position = fixed[(tp.topic, tp.partition)]
+                else:
+                    position = tp.offset if tp.offset >= 0 else high
                 result[(tp.topic, tp.partition)] = max(high - position, 0)
             return result
 
@@ -737,6 +847,33 @@ class KafkaConsumer(EventConsumer):
     async def close(self) -> None:
         self._lag_closed = True
         await asyncio.to_thread(self._consumer.close)
+
+
+def _messages(raw: list[Any]) -> list[Message]:
+    """confluent-kafka messages as `Message`s (errors logged and skipped)."""
+    batch: list[Message] = []
+    append = batch.append
+    make = tuple.__new__  # skips the named tuple's Python-level __new__: the hot path
+    for m in raw:
+        error = m.error()
+        if error is not None:
+            if error.code() != -191:  # _PARTITION_EOF is informational
+                log.warning("consume_error", error=str(error))
+            continue
+        append(
+            make(
+                Message,
+                (
+                    m.topic() or "",
+                    m.partition() or 0,
+                    m.offset() or 0,
+                    m.key(),  # bytes: no deserializer is configured
+                    m.value() or b"",
+                    m.timestamp()[1],
+                ),
+            )
+        )
+    return batch
 
 
 def ensure_topics(
@@ -820,6 +957,26 @@ class EventBus:
             start=start,
             extra_config=extra_config,
         )
+
+    def assigned_consumer(
+        self,
+        offsets: Mapping[TopicPartition, int],
+        *,
+        name: str = "adplatform-assigned",
+        extra_config: dict[str, Any] | None = None,
+    ) -> EventConsumer:
+        """A follower of exactly these partitions from exactly these offsets.
+
+        For readers that must each see everything (every bidder replica follows all of
+        `campaign-updates`): no consumer group, so nothing to join before the first
+        fetch and no rebalance later; `caught_up()` tells when it has read every
+        partition to its end. `name` labels it in logs (and is the group id librdkafka
+        insists on; nothing is committed under it).
+        """
+        topics = sorted({topic for topic, _ in offsets})
+        if self.memory is not None:
+            return InMemoryConsumer(self.memory, name, topics, assign=offsets)
+        return KafkaConsumer(self.brokers, name, topics, assign=offsets, extra_config=extra_config)
 
     async def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[TopicPartition, int]:
         """Each partition's end offset now: where a reader that must see everything

@@ -69,12 +69,23 @@ async def kafka_bidder(
         yield bidder
 
 
-async def publish_update(bootstrap: str, state: CampaignState, seq: int) -> None:
-    producer = KafkaProducer([bootstrap])
+@pytest.fixture
+async def updates(topics: str) -> AsyncIterator[KafkaProducer]:
+    """A long-lived `campaign-updates` publisher, like the outbox relay's.
+
+    A fresh idempotent producer's first publish waits 0.1-1 s for its producer id
+    (librdkafka retries that on a 500 ms timer): start-up, not update latency, and it
+    made the one-second test fail now and then when each update had its own producer.
+    """
+    producer = KafkaProducer([topics])
+    yield producer
+    await producer.close()
+
+
+async def publish_update(producer: KafkaProducer, state: CampaignState, seq: int) -> None:
     await producer.publish(
         CAMPAIGN_UPDATES_TOPIC, str(state.id), encode(CampaignUpdate(seq=seq, campaign=state))
     )
-    await producer.close()
 
 
 async def read_events(
@@ -139,7 +150,7 @@ async def test_every_event_reaches_kafka_once_keyed_by_campaign(
 
 
 async def test_paused_or_cut_campaign_stops_winning_within_a_second(
-    kafka_bidder: RunningBidder, snapshot_server: ThreadedSnapshotServer, topics: str
+    kafka_bidder: RunningBidder, snapshot_server: ThreadedSnapshotServer, updates: KafkaProducer
 ) -> None:
     size = [{"id": "1", "banner": {"w": 336, "h": 280}}]
     paused = campaign(90_010, version=1, cpm=4_000_000, creatives=[creative(w=336, h=280)])
@@ -148,10 +159,11 @@ async def test_paused_or_cut_campaign_stops_winning_within_a_second(
     snapshot_server.snapshot = snapshot([paused, cut, fallback])
     await kafka_bidder.wait_ready()
     assert await winner_of(kafka_bidder, bid_request(imps=size)) == "90010"
+    await publish_update(updates, fallback, 0)  # warm-up; not newer, so the index ignores it
 
     async def seconds_until_not(campaign_id: str, state: CampaignState, seq: int) -> float:
         published = time.monotonic()  # the clock includes the broker round trip
-        await publish_update(topics, state, seq)
+        await publish_update(updates, state, seq)
         while time.monotonic() - published < 5:
             if await winner_of(kafka_bidder, bid_request(imps=size)) != campaign_id:
                 return time.monotonic() - published
@@ -194,10 +206,8 @@ async def test_an_update_written_while_the_snapshot_is_read_is_not_lost(
 
     snapshot_server.before_answer = publish_during_snapshot
     await kafka_bidder.wait_ready()
-    index = kafka_bidder.bidder.index
-    for _ in range(100):
-        if index.version(90_020) == 2:
-            break
-        await asyncio.sleep(0.05)
-    assert index.version(90_020) == 2
+    # Readiness waits for the follower to have read every partition to its end, so
+    # the update is applied by the time the bidder is ready, not some time after.
+    assert kafka_bidder.bidder.index.version(90_020) == 2
+    assert (await kafka_bidder.client.get("/ready")).status_code == 200
     assert await winner_of(kafka_bidder, bid_request(imps=size)) == "90021"

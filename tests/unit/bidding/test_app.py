@@ -14,7 +14,15 @@ import pytest
 from adplatform.bidding.budget import MemoryBudgetStore
 from adplatform.bidding.pacing import utc_day
 from adplatform.core.bus import EventBus
-from adplatform.core.events import AD_EVENTS_TOPIC, AdEvent, AdEventType, decode_ad_event
+from adplatform.core.events import (
+    AD_EVENTS_TOPIC,
+    CAMPAIGN_UPDATES_TOPIC,
+    AdEvent,
+    AdEventType,
+    CampaignUpdate,
+    decode_ad_event,
+    encode,
+)
 from adplatform.core.metrics import REGISTRY
 from tests.unit.bidding.factories import (
     INTERNAL_KEY,
@@ -283,6 +291,31 @@ async def test_health_readiness_and_snapshot_retries() -> None:
         assert (await bidder.client.get("/health/ready")).status_code == 200
         assert metric("bidder_index_campaigns") == 1
         assert metric("bidder_index_last_update_timestamp_seconds") > time.time() - 60
+    await server.stop()
+
+
+async def test_updates_on_the_bus_reach_the_index_without_a_consumer_group() -> None:
+    server = await SnapshotServer(snapshot([campaign(603, cpm=3_000_000), campaign(604)])).start()
+    bus = EventBus.from_brokers([])
+    assert bus.memory is not None
+    async with running_bidder(bidder_settings(server.url), bus=bus) as bidder:
+        feed = bidder.bidder.feed
+        assert feed.following
+        assert (await bidder.client.get("/ready")).status_code == 200
+        (bid,) = bids_of(await bidder.bid(bid_request()))
+        assert bid["cid"] == "603"
+        paused = campaign(603, version=2, status="paused", cpm=3_000_000)
+        await bus.producer().publish(
+            CAMPAIGN_UPDATES_TOPIC, "603", encode(CampaignUpdate(seq=1, campaign=paused))
+        )
+        for _ in range(100):
+            if bidder.bidder.index.version(603) == 2:
+                break
+            await asyncio.sleep(0.01)
+        (bid,) = bids_of(await bidder.bid(bid_request()))
+        assert bid["cid"] == "604"
+        assert feed.applied == 1
+        assert bus.memory.generation(feed.group) == 0  # followed by assignment, no group
     await server.stop()
 
 

@@ -138,3 +138,60 @@ async def test_cancelling_a_waiting_poll_is_clean() -> None:
     again = bus.consumer("g2", ["t"])
     await again.start()
     assert [m.value for m in await again.poll(10, 1.0)] == [b"after"]
+
+
+async def test_assigned_consumer_reads_every_partition_from_the_given_offsets() -> None:
+    broker = InMemoryBroker(partitions=3)
+    bus = EventBus([], memory=broker)
+    producer = bus.producer()
+    for i in range(9):
+        await producer.publish("t", f"k{i}", str(i).encode())
+    start = await bus.end_offsets("t")
+    for i in range(9, 15):
+        await producer.publish("t", f"k{i}", str(i).encode())
+    # two followers, each sees everything after `start`: no group splits the partitions
+    followers = [bus.assigned_consumer(start, name="same-name") for _ in range(2)]
+    for follower in followers:
+        await follower.start()
+        assert sorted(follower.assignment()) == [("t", 0), ("t", 1), ("t", 2)]
+        assert not await follower.caught_up()
+        got = await follower.poll(100, 0.2)
+        assert sorted(int(m.value) for m in got) == list(range(9, 15))
+        assert await follower.caught_up()
+        assert sum((await follower.lag()).values()) == 0
+    assert broker.generation("same-name") == 0  # nobody joined a group
+    with pytest.raises(RuntimeError, match="no group"):
+        await followers[0].commit({("t", 0): 1})
+    await producer.publish("t", "late", b"15")
+    assert not await followers[0].caught_up()
+    assert [m.value for m in await followers[0].poll(10, 0.2)] == [b"15"]
+    for follower in followers:
+        await follower.close()
+
+
+async def test_assigned_consumer_wakes_up_and_takes_more_partitions() -> None:
+    broker = InMemoryBroker(partitions=2)
+    bus = EventBus([], memory=broker)
+    broker.create_topic("other", partitions=1)
+    follower = bus.assigned_consumer({("t", 0): 0})
+    await follower.start()
+    assert await follower.caught_up()  # an empty partition read to its end
+    producer = bus.producer()
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await producer.publish("other", "k", b"v")
+
+    follower.add_partitions({("other", 0): 0})
+    task = asyncio.create_task(later())
+    batch = await follower.poll(10, 2.0)
+    await task
+    assert [(m.topic, m.value) for m in batch] == [("other", b"v")]
+    with pytest.raises(ValueError, match="no partition 5"):
+        follower.add_partitions({("t", 5): 0})
+    with pytest.raises(ValueError, match=">= 0"):
+        bus.assigned_consumer({("t", 0): -1})
+    group_member = bus.consumer("g", ["t"])
+    with pytest.raises(NotImplementedError):
+        group_member.add_partitions({("t", 1): 0})
+    await follower.close()
