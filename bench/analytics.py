@@ -274,6 +274,11 @@ async def measure_service(
     events = total - first_count
     elapsed = now - first_at
     await connection.close()
+    if events == 0 or elapsed <= 0:
+        raise SystemExit(
+            f"all {total} events were committed before the first sample: "
+            "too few to time, use a larger --events"
+        )
     return {
         "events": events,
         "seconds": elapsed,
