@@ -271,6 +271,11 @@ class Auction:
                     campaign.blocked_until = mono + DAILY_BACKOFF
                 elif result is ReserveResult.DUPLICATE:
                     continue  # this imp of this auction already bid: never twice
+                elif result is ReserveResult.UNCONFIRMED:
+                    # Redis could not vouch for it (replication lagging, shard away):
+                    # no bid for this imp, and no second try that would wait again.
+                    metrics.BID_RESERVATIONS_UNCONFIRMED.inc()
+                    continue
                 used.add(campaign.id)
                 refused.append(choice)
             if attempt or not refused or deadline - mono < SECOND_ROUND_MIN:

@@ -45,6 +45,11 @@ class ReserveResult(IntEnum):
     """This auction and imp already hold a reservation."""
     DAILY_LIMIT = 4
     """Today's budget, or the even-pacing line, is reached."""
+    UNCONFIRMED = 5
+    """The store could not confirm the reservation: its write did not reach the
+    required replicas in time (`REDIS_WAIT_REPLICAS`), or its cluster shard did not
+    answer. Not a reservation as far as the bid goes (no-bid); whatever the master did
+    hold is released by the timeout as usual."""
 
 
 class SettleResult(IntEnum):
@@ -91,6 +96,17 @@ class Settlement:
 class SettleOutcome:
     result: SettleResult
     amount: int = 0
+
+
+class WriteUnconfirmed(StoreUnavailable):
+    """A settlement ran on the Redis master but did not reach the required replicas
+    in time: a failover could still lose it, so the notice is not acknowledged (the
+    exchange retries; the settlement is idempotent per notice). `outcome` is what the
+    master answered."""
+
+    def __init__(self, message: str, outcome: SettleOutcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass(slots=True)

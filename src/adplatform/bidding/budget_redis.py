@@ -12,9 +12,20 @@ the node that owns it. Layout:
     adp:{c}:s:<rid>    an impression already settled (the first of win/billing)
 
 On a single node one script call reserves a whole batch (all campaigns); on a cluster
-the batch is split by campaign and the calls run concurrently. Expired reservations
-are released lazily by every script that touches the campaign, and by the bidder's
-sweeper for campaigns it reserved on.
+the batch is split by campaign and the calls run concurrently (a shard that does not
+answer costs its own campaigns' bids, `UNCONFIRMED`, not every campaign's). Expired
+reservations are released lazily by every script that touches the campaign, and by
+the bidder's sweeper for campaigns it reserved on.
+
+Replication is asynchronous: a master that dies may have acknowledged reservations and
+settlements its replica never received, and the promoted replica would let that money
+be spent again. With `wait_replicas` (`REDIS_WAIT_REPLICAS`) the reserve and settle
+scripts are followed by `WAIT replicas timeout` on the same connection, in the same
+round trip (on a cluster, on the node that owns the campaign's slot). What fewer
+replicas confirmed in time is not relied on: reservations come back `UNCONFIRMED`
+(no-bid; the master's copy expires as usual) and a settlement raises
+`WriteUnconfirmed` (the notice is answered 503 and retried). Releases, sweeps and
+notice markers only ever give money back or de-duplicate, so they do not wait.
 """
 
 from __future__ import annotations
@@ -23,19 +34,24 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -50,10 +66,19 @@ from adplatform.bidding.budget import (
     SettleOutcome,
     SettleResult,
     StoreUnavailable,
+    WriteUnconfirmed,
 )
+from adplatform.core.logging import get_logger
+
+log = get_logger(__name__)
 
 SWEEP_LIMIT: Final = 200
 """Most expired reservations one script call releases (bounds a script's run time)."""
+ERRORS: Final = (RedisError, RedisClusterException, OSError)
+"""What "Redis cannot be reached" looks like (a cluster with an uncovered slot raises
+`SlotNotCoveredError`, which is no `RedisError`)."""
+TOPOLOGY_REFRESH_SECONDS: Final = 0.5
+"""Least time between two re-reads of the cluster's slot map after routing errors."""
 
 _LIB = r"""
 local function release_one(kb, kr, rid)
@@ -212,6 +237,16 @@ DAYS_KEPT: Final = 3
 _RESULTS: Final = {int(result): result for result in ReserveResult}
 
 
+_REROUTE: Final = (
+    AskError,
+    ClusterDownError,
+    TryAgainError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+"""Replies after which a cluster's slot map may be stale."""
+
+
 def _prefix(campaign_id: int) -> str:
     return f"{KEY_PREFIX}:{{{campaign_id}}}:"
 
@@ -300,6 +335,26 @@ class _RespProtocol(asyncio.Protocol):
         finally:
             timer.cancel()
 
+    async def call_many(self, packed: bytes, count: int, timeout: float) -> list[Any]:
+        """`count` commands packed into one write: their replies, in order."""
+        if self.closed or self._transport is None:
+            raise RedisConnectionError("Redis connection closed")
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(count)]
+        self._waiters.extend(waiters)
+        self._transport.write(packed)
+        timer = loop.call_later(timeout, self._timed_out, waiters[-1])
+        try:
+            await asyncio.wait(waiters)
+        finally:
+            timer.cancel()
+        # An error reply is a value (hiredis.ReplyError); a lost connection is the
+        # futures' exception: every one retrieved, the first raised.
+        errors = [error for error in (waiter.exception() for waiter in waiters) if error]
+        if errors:
+            raise errors[0]
+        return [waiter.result() for waiter in waiters]
+
     def _timed_out(self, waiter: asyncio.Future[Any]) -> None:
         if not waiter.done():
             # The replies still owed would be out of step: drop the connection.
@@ -360,6 +415,26 @@ class ScriptPipe:
             raise ResponseError(str(reply))
         return reply
 
+    async def evalsha_wait(
+        self, script: _Script, keys: list[bytes], args: list[bytes], wait: bytes
+    ) -> tuple[Any, int]:
+        """The script, then `WAIT` (`wait` is its packed command) on this connection
+        in the same write: the reply, and how many replicas acknowledged the write."""
+        protocol = await self._connection()
+        command = _pack(b"EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args) + wait
+        reply, acked = await protocol.call_many(command, 2, self.timeout)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            loaded = await protocol.call(
+                _pack(b"SCRIPT", b"LOAD", script.text.encode()), self.timeout
+            )
+            if isinstance(loaded, hiredis.ReplyError):
+                raise ResponseError(str(loaded))
+            reply, acked = await protocol.call_many(command, 2, self.timeout)
+        for part in (reply, acked):
+            if isinstance(part, hiredis.ReplyError):
+                raise ResponseError(str(part))
+        return reply, int(acked)
+
     async def close(self) -> None:
         if self._protocol is not None:
             self._protocol.close()
@@ -374,11 +449,20 @@ class RedisBudgetStore(BudgetStore):
         cluster: bool,
         max_concurrency: int = 32,
         pipe: ScriptPipe | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 5,
     ) -> None:
         self.client = client
         self.cluster = cluster
         self.pipe = pipe
         """Single node: the reservation script's fast connection (None: redis-py)."""
+        self.wait_replicas = wait_replicas
+        """Replicas the reserve and settle scripts' writes must reach (0: no WAIT)."""
+        self.wait_timeout_ms = wait_timeout_ms
+        self._wait_packed = _pack(b"WAIT", b"%d" % wait_replicas, b"%d" % wait_timeout_ms)
+        self._refreshed_at = 0.0
+        self._refresh: asyncio.Task[None] | None = None
+        self._unconfirmed_logged_at = 0.0
         self._limit = asyncio.Semaphore(max_concurrency)
         """Bounds concurrent calls below the connection pools' size (a cluster client
         raises rather than waits when a node's pool is exhausted)."""
@@ -397,9 +481,12 @@ class RedisBudgetStore(BudgetStore):
         password: str | None = None,
         timeout: float = 1.0,
         max_connections: int = 64,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 5,
     ) -> RedisBudgetStore:
         """A client that fails fast: one immediate retry (a stale pooled connection),
-        then `StoreUnavailable`, so an outage costs a no-bid, not a hung request."""
+        then `StoreUnavailable`, so an outage costs a no-bid, not a hung request.
+        `wait_replicas`/`wait_timeout_ms`: see the module docstring."""
         retry = Retry(NoBackoff(), 1)
         client: Any
         pipe = None
@@ -426,7 +513,95 @@ class RedisBudgetStore(BudgetStore):
             )
             client = aioredis.Redis(connection_pool=pool)
             pipe = ScriptPipe(host, port, password=password, timeout=timeout)
-        return cls(client, cluster=cluster, max_concurrency=max_connections // 2, pipe=pipe)
+        return cls(
+            client,
+            cluster=cluster,
+            max_concurrency=max_connections // 2,
+            pipe=pipe,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
+
+    # ------------------------------------------------------------------ WAIT
+
+    async def _eval_wait(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
+        """Run `script`, then WAIT on the same connection in the same round trip; the
+        script's reply and how many replicas acknowledged (redis-py connections)."""
+        if self.cluster:
+            return await self._eval_wait_cluster(script, keys, args)
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and not attempt:
+                await self.client.script_load(script.text)
+                continue
+            break
+        for part in (reply, acked):
+            if isinstance(part, Exception):
+                raise part
+        return reply, int(acked)
+
+    async def _eval_wait_cluster(
+        self, script: _Script, keys: list[Any], args: list[Any]
+    ) -> tuple[Any, int]:
+        # WAIT has no key: redis-py would send it to every shard and on other
+        # connections, where it vouches for nothing. Both go down one connection of the
+        # node that owns the campaign's slot.
+        await self.client.initialize()  # no-op once the slot map is loaded
+        node: ClusterNode = self.client.get_node_from_key(keys[0])
+        for attempt in range(2):
+            commands = [
+                PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
+                PipelineCommand(1, "WAIT", self.wait_replicas, self.wait_timeout_ms),
+            ]
+            try:
+                await node.execute_pipeline(commands)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                self._refresh_topology()
+                raise
+            reply, acked = commands[0].result, cast(Any, commands[1].result)
+            if isinstance(reply, NoScriptError) and not attempt:
+                await node.execute_command("SCRIPT", "LOAD", script.text)
+                continue
+            break
+        for part in (reply, acked):
+            if isinstance(part, _REROUTE):
+                self._refresh_topology()  # MOVED (an AskError), failover, resharding
+            if isinstance(part, Exception):
+                raise part
+        return reply, int(acked)
+
+    def _refresh_topology(self) -> None:
+        """Re-read the cluster's slot map soon (after a failover the slot has a new
+        master), at most every `TOPOLOGY_REFRESH_SECONDS`."""
+        now = time.monotonic()
+        if (self._refresh is not None and not self._refresh.done()) or (
+            now - self._refreshed_at < TOPOLOGY_REFRESH_SECONDS
+        ):
+            return
+        self._refreshed_at = now
+
+        async def refresh() -> None:
+            try:
+                await self.client.nodes_manager.initialize()
+            except ERRORS as exc:  # still failing over: the next error retries
+                log.debug("redis_topology_refresh_failed", error=str(exc)[:300])
+
+        self._refresh = asyncio.get_running_loop().create_task(refresh())
+
+    def _unconfirmed(self, what: str, acked: int) -> None:
+        now = time.monotonic()
+        if now - self._unconfirmed_logged_at > 1.0:  # at most a line a second
+            self._unconfirmed_logged_at = now
+            log.warning(
+                "redis_write_unconfirmed",
+                what=what,
+                replicas_acknowledged=acked,
+                replicas_required=self.wait_replicas,
+                timeout_ms=self.wait_timeout_ms,
+            )
 
     # ------------------------------------------------------------------ calls
 
@@ -435,23 +610,31 @@ class RedisBudgetStore(BudgetStore):
     ) -> tuple[list[ReserveResult], int]:
         if not reservations:
             return [], 0
-        try:
-            if not self.cluster:
-                return await self._reserve_group(reservations, now_ms)
-            groups: dict[int, list[int]] = {}
-            for position, item in enumerate(reservations):
-                groups.setdefault(item.campaign_id, []).append(position)
-            parts = await asyncio.gather(
-                *(
-                    self._reserve_group([reservations[p] for p in positions], now_ms)
-                    for positions in groups.values()
-                )
-            )
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {exc}") from exc
-        results: list[ReserveResult] = [ReserveResult.NO_BUDGET] * len(reservations)
+        if not self.cluster:
+            return await self._reserve_group(reservations, now_ms)
+        groups: dict[int, list[int]] = {}
+        for position, item in enumerate(reservations):
+            groups.setdefault(item.campaign_id, []).append(position)
+        parts = await asyncio.gather(
+            *(
+                self._reserve_group([reservations[p] for p in positions], now_ms)
+                for positions in groups.values()
+            ),
+            return_exceptions=True,
+        )
+        failures = [part for part in parts if isinstance(part, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, StoreUnavailable):
+                raise failure  # a bug, not an outage: the bid path fails safe on it
+        if len(failures) == len(parts):
+            raise failures[0]
+        # Some shards answered: only the others' campaigns go without a bid.
+        results: list[ReserveResult] = [ReserveResult.UNCONFIRMED] * len(reservations)
         released = 0
-        for positions, (codes, count) in zip(groups.values(), parts, strict=True):
+        for positions, part in zip(groups.values(), parts, strict=True):
+            if isinstance(part, BaseException):
+                continue
+            codes, count = part
             released += count
             for position, code in zip(positions, codes, strict=True):
                 results[position] = code
@@ -466,40 +649,68 @@ class RedisBudgetStore(BudgetStore):
             f"{r.cap_limit if r.cap_key else 0}|{r.cap_ttl}|{r.cap_key or ''}".encode()
             for r in reservations
         ]
+        acked = self.wait_replicas
         try:
-            if self.pipe is not None:
-                raw = await self.pipe.evalsha(self._reserve, keys, [b"%d" % now_ms, *args])
+            if not acked:
+                if self.pipe is not None:
+                    raw = await self.pipe.evalsha(self._reserve, keys, [b"%d" % now_ms, *args])
+                else:
+                    async with self._limit:
+                        raw = await self._reserve(self.client, len(keys), *keys, now_ms, *args)
+            elif self.pipe is not None:
+                raw, acked = await self.pipe.evalsha_wait(
+                    self._reserve, keys, [b"%d" % now_ms, *args], self._wait_packed
+                )
             else:
                 async with self._limit:
-                    raw = await self._reserve(self.client, len(keys), *keys, now_ms, *args)
-        except (RedisError, OSError) as exc:
+                    raw, acked = await self._eval_wait(self._reserve, keys, [now_ms, *args])
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
-        return [_RESULTS[code] for code in raw[:-1]], int(raw[-1])
+        codes = [_RESULTS[code] for code in raw[:-1]]
+        if acked < self.wait_replicas:
+            self._unconfirmed("reservations", acked)
+            codes = [
+                ReserveResult.UNCONFIRMED if code is ReserveResult.RESERVED else code
+                for code in codes
+            ]
+        return codes, int(raw[-1])
 
     async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
         prefix = _prefix(settlement.campaign_id)
+        keys = [
+            prefix + "b",
+            prefix + "r",
+            prefix + "x",
+            prefix + "n:" + settlement.notice_id,
+            prefix + "s:" + _digest(settlement.rid),
+        ]
+        args = [
+            settlement.rid,
+            settlement.clearing,
+            settlement.total_budget,
+            settlement.daily_budget,
+            settlement.day,
+            settlement.ttl,
+            now_ms,
+        ]
+        acked = self.wait_replicas
         try:
             async with self._limit:
-                raw = await self._settle(
-                    self.client,
-                    5,
-                    prefix + "b",
-                    prefix + "r",
-                    prefix + "x",
-                    prefix + "n:" + settlement.notice_id,
-                    prefix + "s:" + _digest(settlement.rid),
-                    settlement.rid,
-                    settlement.clearing,
-                    settlement.total_budget,
-                    settlement.daily_budget,
-                    settlement.day,
-                    settlement.ttl,
-                    now_ms,
-                )
-        except (RedisError, OSError) as exc:
+                if acked:
+                    raw, acked = await self._eval_wait(self._settle, keys, args)
+                else:
+                    raw = await self._settle(self.client, len(keys), *keys, *args)
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         outcome = SettleOutcome(SettleResult(int(raw[0])), int(raw[1]))
         self.last_released = int(raw[2])
+        if acked < self.wait_replicas:
+            self._unconfirmed("settlement", acked)
+            raise WriteUnconfirmed(
+                f"Redis: settlement reached {acked} of {self.wait_replicas} replicas "
+                f"within {self.wait_timeout_ms} ms",
+                outcome,
+            )
         return outcome
 
     last_released: int = 0
@@ -512,7 +723,7 @@ class RedisBudgetStore(BudgetStore):
                 raw = await self._release(
                     self.client, 3, prefix + "b", prefix + "r", prefix + "x", rid
                 )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return bool(int(raw))
 
@@ -534,7 +745,7 @@ class RedisBudgetStore(BudgetStore):
 
         try:
             counts = await asyncio.gather(*(one(group) for group in groups))
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return sum(counts)
 
@@ -544,7 +755,7 @@ class RedisBudgetStore(BudgetStore):
                 result = await self.client.set(
                     _prefix(campaign_id) + "n:" + notice_id, 1, nx=True, ex=ttl
                 )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return bool(result)
 
@@ -554,7 +765,7 @@ class RedisBudgetStore(BudgetStore):
             async with self._limit:
                 values = await self.client.hmget(prefix + "b", ["s", "r", f"ds:{day}", f"dr:{day}"])
                 count = await self.client.hlen(prefix + "r")
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         spent, reserved, day_spent, day_reserved = (int(v or 0) for v in values)
         return BudgetView(spent, reserved, day_spent, day_reserved, int(count))
@@ -563,11 +774,13 @@ class RedisBudgetStore(BudgetStore):
         try:
             async with self._limit:
                 await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
 
     async def close(self) -> None:
         if self.pipe is not None:
             await self.pipe.close()
-        with contextlib.suppress(RedisError, OSError):  # already gone: nothing to release
+        if self._refresh is not None:
+            self._refresh.cancel()
+        with contextlib.suppress(*ERRORS):  # already gone: nothing to release
             await self.client.aclose()

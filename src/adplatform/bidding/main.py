@@ -62,6 +62,8 @@ def build_store(settings: Settings) -> BudgetStore:
         settings.redis_port,
         cluster=settings.redis_cluster,
         password=password,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
 
 

@@ -92,6 +92,12 @@ BID_RESERVATIONS_EXPIRED = Counter(
     "Budget reservations released unsettled because no win notice came in time.",
     registry=REGISTRY,
 )
+BID_RESERVATIONS_UNCONFIRMED = Counter(
+    "bid_reservations_unconfirmed_total",
+    "Budget reservations not bid on because Redis could not confirm them (their write "
+    "did not reach REDIS_WAIT_REPLICAS replicas in time, or their shard did not answer).",
+    registry=REGISTRY,
+)
 BID_SETTLEMENTS = Counter(
     "bid_settlements_total",
     "Win/billing settlements, by result (settled, duplicate, rejected).",

@@ -7,6 +7,12 @@
 - loss: gives the reservation back at once.
 
 A repeated notice publishes nothing (its deterministic event id was already sent).
+
+With `REDIS_WAIT_REPLICAS` a settlement is acknowledged (204) only once it reached the
+replicas. If the master settled it but the replicas did not confirm in time, the
+event is still published (the master probably keeps it) and the notice answered 503:
+should a failover lose the settlement, the exchange's retry settles it again on the
+new master, and analytics counts the repeated event id once.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from adplatform.bidding import metrics
 from adplatform.bidding.budget import (
     BudgetStore,
     Settlement,
+    SettleOutcome,
     SettleResult,
     StoreUnavailable,
+    WriteUnconfirmed,
     reservation_id,
 )
 from adplatform.bidding.index import TargetingIndex
@@ -103,19 +111,33 @@ class Notices:
         daily = NO_LIMIT
         if campaign is not None and campaign.state.daily_budget_micros > 0:
             daily = campaign.state.daily_budget_micros
-        outcome = await self.store.settle(
-            Settlement(
-                campaign_id=data.c,
-                rid=reservation_id(data.a, data.i),
-                notice_id=ad_event_id(data.a, data.i, event_type),
-                clearing=clearing,
-                total_budget=total,
-                daily_budget=daily,
-                day=utc_day(now),
-                ttl=self.marker_ttl,
-            ),
-            int(now * 1000),
-        )
+        try:
+            outcome = await self.store.settle(
+                Settlement(
+                    campaign_id=data.c,
+                    rid=reservation_id(data.a, data.i),
+                    notice_id=ad_event_id(data.a, data.i, event_type),
+                    clearing=clearing,
+                    total_budget=total,
+                    daily_budget=daily,
+                    day=utc_day(now),
+                    ttl=self.marker_ttl,
+                ),
+                int(now * 1000),
+            )
+        except WriteUnconfirmed as exc:
+            self._settled(kind, event_type, data, now, exc.outcome)
+            raise
+        return self._settled(kind, event_type, data, now, outcome)
+
+    def _settled(
+        self,
+        kind: str,
+        event_type: AdEventType,
+        data: TrackingData,
+        now: float,
+        outcome: SettleOutcome,
+    ) -> NoticeResult:
         released = getattr(self.store, "last_released", 0)
         if released:
             metrics.BID_RESERVATIONS_EXPIRED.inc(released)

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     redis_cluster: bool = False
     redis_password: SecretStr | None = None
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    """Replicas a budget write (reservation, settlement) must reach before the bidder
+    relies on it: Redis `WAIT` in the same round trip as the script. Replication is
+    asynchronous, so a failover otherwise loses writes the master already acknowledged
+    and a budget could be overspent. 0 turns it off (a single Redis has no replica)."""
+    redis_wait_timeout_ms: int = Field(default=5, ge=1, le=1_000)
+    """How long `WAIT` waits for those replicas; a reservation they have not acknowledged
+    by then counts as failed (no-bid), a settlement is answered 503 (retry)."""
     kafka_brokers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- secrets ---------------------------------------------------------------
