@@ -48,8 +48,8 @@ class ReserveResult(IntEnum):
     UNCONFIRMED = 5
     """The store could not confirm the reservation: its write did not reach the
     required replicas in time (`REDIS_WAIT_REPLICAS`), or its cluster shard did not
-    answer. Not a reservation as far as the bid goes (no-bid); whatever the master did
-    hold is released by the timeout as usual."""
+    answer. Not a reservation as far as the bid goes (no-bid); the store hands back
+    what the master did take at once, best effort, else the timeout releases it."""
 
 
 class SettleResult(IntEnum):

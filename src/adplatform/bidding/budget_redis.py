@@ -23,7 +23,8 @@ be spent again. With `wait_replicas` (`REDIS_WAIT_REPLICAS`) the reserve and set
 scripts are followed by `WAIT replicas timeout` on the same connection, in the same
 round trip (on a cluster, on the node that owns the campaign's slot). What fewer
 replicas confirmed in time is not relied on: reservations come back `UNCONFIRMED`
-(no-bid; the master's copy expires as usual) and a settlement raises
+(no-bid; the master's copy is released at once, best effort, else by the timeout) and
+a settlement raises
 `WriteUnconfirmed` (the notice is answered 503 and retried). Releases, sweeps and
 notice markers only ever give money back or de-duplicate, so they do not wait.
 """
@@ -211,6 +212,21 @@ RELEASE: Final = (
     + r"""
 local n = release_one(KEYS[1], KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+return n
+"""
+)
+
+# KEYS: the budget hash `adp:{c}:b` of each reservation   ARGV: its reservation id
+RELEASE_MANY: Final = (
+    _LIB
+    + r"""
+local n = 0
+for i = 1, #KEYS do
+  local kb = KEYS[i]
+  local prefix = string.sub(kb, 1, -2)
+  n = n + release_one(kb, prefix .. 'r', ARGV[i])
+  redis.call('ZREM', prefix .. 'x', ARGV[i])
+end
 return n
 """
 )
@@ -469,6 +485,8 @@ class RedisBudgetStore(BudgetStore):
         self._reserve = _Script(RESERVE)
         self._settle = _Script(SETTLE)
         self._release = _Script(RELEASE)
+        self._release_many = _Script(RELEASE_MANY)
+        self._background: set[asyncio.Task[None]] = set()
         self._sweep = _Script(SWEEP)
 
     @classmethod
@@ -669,11 +687,31 @@ class RedisBudgetStore(BudgetStore):
         codes = [_RESULTS[code] for code in raw[:-1]]
         if acked < self.wait_replicas:
             self._unconfirmed("reservations", acked)
-            codes = [
-                ReserveResult.UNCONFIRMED if code is ReserveResult.RESERVED else code
-                for code in codes
-            ]
+            held = [i for i, code in enumerate(codes) if code is ReserveResult.RESERVED]
+            for i in held:
+                codes[i] = ReserveResult.UNCONFIRMED
+            if held:
+                self._spawn(self._give_back([keys[i] for i in held], [args[i] for i in held]))
         return codes, int(raw[-1])
+
+    async def _give_back(self, keys: list[bytes], packed: list[bytes]) -> None:
+        """Release reservations nobody bids on (unconfirmed) at once, best effort: the
+        master that holds them usually lives on (a replica lagged), and their money
+        would otherwise be tied up for the whole reservation timeout."""
+        rids = [item.split(b"|", 1)[0] for item in packed]
+        try:
+            if self.pipe is not None:
+                await self.pipe.evalsha(self._release_many, keys, rids)
+            else:
+                async with self._limit:
+                    await self._release_many(self.client, len(keys), *keys, *rids)
+        except ERRORS as exc:  # unreachable: they expire as usual
+            log.debug("unconfirmed_release_failed", error=str(exc)[:300])
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def settle(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
         prefix = _prefix(settlement.campaign_id)
@@ -780,6 +818,8 @@ class RedisBudgetStore(BudgetStore):
     async def close(self) -> None:
         if self.pipe is not None:
             await self.pipe.close()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._refresh is not None:
             self._refresh.cancel()
         with contextlib.suppress(*ERRORS):  # already gone: nothing to release
