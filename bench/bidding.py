@@ -14,6 +14,10 @@ cost at 1k/10k/100k campaigns.
 
 Targets: >= 12,000 req/s on one core, >= 0.5 x baseline, p99 <= 5 ms at half the
 maximum rate, index cost at 100k <= 1.5 x at 1k.
+
+`--redis-replicas N` gives the Redis N replicas and measures the full bid path twice in
+the same run, `REDIS_WAIT_REPLICAS` off and then N (each reservation batch followed by
+WAIT in the same round trip): the cost of budget writes that survive a failover.
 """
 
 from __future__ import annotations
@@ -381,6 +385,13 @@ def scrape_outcomes(metrics_port: int) -> dict[str, float]:
     }
 
 
+def scrape_counter(metrics_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def measure_half_rate(
     url: str, bodies: Path, script: Path, target: float, seconds: float
 ) -> dict[str, float]:
@@ -414,6 +425,12 @@ def main() -> int:
     parser.add_argument("--campaigns", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip-index", action="store_true", help="skip the index look-up cost")
+    parser.add_argument(
+        "--redis-replicas",
+        type=int,
+        default=0,
+        help="replicas of the Redis; >0 also measures REDIS_WAIT_REPLICAS=N against 0",
+    )
     args = parser.parse_args()
     if not Path(WRK).exists():
         print("wrk not found: apt-get install wrk (scripts/install-system.sh)")
@@ -449,6 +466,7 @@ def main() -> int:
     assert kafka.process is not None
     pin(redis.process.pid, LOAD_CORE)
     pin(kafka.process.pid, LOAD_CORE)
+    replicas = [start_replica(redis) for _ in range(args.redis_replicas)]
     ensure_topics([kafka.bootstrap], {"ad-events": 6, "campaign-updates": 6})
     snapshot_server, snapshot_port = serve_snapshot(synthetic_campaigns(args.campaigns))
     baseline = bidder = None
@@ -499,30 +517,47 @@ def main() -> int:
             "PUBLIC_BIDDING_URL": f"http://127.0.0.1:{port}",
             "BID_CURRENCY_RATES": "EUR=1.08",
         }
-        bidder = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                SERVER_CORE,
-                str(ROOT / ".venv" / "bin" / "adplatform"),
-                "serve",
-                "bidding",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        wait_http(f"http://127.0.0.1:{port}/ready", 120, bidder)
         url = f"http://127.0.0.1:{port}/openrtb2/bid"
-        run_wrk(url, bodies_file, script, 3, args.connections)
-        before = scrape_outcomes(metrics_port)
-        full = measured(bidder, url, bodies_file, script, args.duration, args.connections)
-        after = scrape_outcomes(metrics_port)
-        half = measure_half_rate(url, bodies_file, script, full["rps"] / 2, args.duration)
+        runs: dict[int, dict[str, Any]] = {}
+        for wait in [0, args.redis_replicas] if args.redis_replicas else [0]:
+            redis.command("FLUSHALL")  # each run starts from full budgets
+            bidder = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CORE,
+                    str(ROOT / ".venv" / "bin" / "adplatform"),
+                    "serve",
+                    "bidding",
+                ],
+                cwd=ROOT,
+                env=env | {"REDIS_WAIT_REPLICAS": str(wait)},
+            )
+            wait_http(f"http://127.0.0.1:{port}/ready", 120, bidder)
+            run_wrk(url, bodies_file, script, 3, args.connections)
+            before = scrape_outcomes(metrics_port)
+            full = measured(bidder, url, bodies_file, script, args.duration, args.connections)
+            after = scrape_outcomes(metrics_port)
+            half = measure_half_rate(url, bodies_file, script, full["rps"] / 2, args.duration)
+            unconfirmed = scrape_counter(metrics_port, "bid_reservations_unconfirmed_total")
+            runs[wait] = {
+                "full": full,
+                "half": half,
+                "before": before,
+                "after": after,
+                "unconfirmed": unconfirmed,
+            }
+            stop(bidder)
+            bidder = None
+        full, half = runs[0]["full"], runs[0]["half"]
+        before, after = runs[0]["before"], runs[0]["after"]
     finally:
         stop(baseline)
         stop(bidder)
         snapshot_server.shutdown()
         kafka.cleanup()
+        for replica in replicas:
+            replica.cleanup()
         redis.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -553,7 +588,46 @@ def main() -> int:
         print("  " + line)
     target_ok = full["rps"] >= 12_000 and full["rps"] >= 0.5 * base["rps"] and half["p99"] <= 5000
     print(f"  throughput/latency targets met: {'yes' if target_ok else 'no'}")
+    if args.redis_replicas:
+        print_wait_cost(runs, args.redis_replicas)
     return 0
+
+
+def start_replica(master: Any) -> Any:
+    """A replica of `master`, in sync, pinned with the load (like its master)."""
+    from tests.infra.common import wait_for
+    from tests.infra.redis import RedisServer
+
+    replica = RedisServer().start()
+    assert replica.process is not None
+    pin(replica.process.pid, LOAD_CORE)
+    master.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+    replica.command("REPLICAOF", "127.0.0.1", str(master.port))
+    wait_for(
+        lambda: "master_link_status:up" in replica.command("INFO", "replication"),
+        timeout=30,
+        what="replica in sync",
+    )
+    return replica
+
+
+def print_wait_cost(runs: dict[int, dict[str, Any]], replicas: int) -> None:
+    off, on = runs[0], runs[replicas]
+    print(f"\n  REDIS_WAIT_REPLICAS 0 vs {replicas} ({replicas} replica(s) attached in both runs)")
+    for label, run in (("WAIT off", off), (f"WAIT {replicas}  ", on)):
+        delta = {k: run["after"].get(k, 0) - run["before"].get(k, 0) for k in run["after"]}
+        bids = delta.get("bid", 0) / (sum(delta.values()) or 1)
+        print(
+            f"    {label}: {run['full']['rps']:8,.0f} req/s, {run['full']['cpu_us']:.1f} us "
+            f"CPU/request, bids {bids:.1%} ({run['unconfirmed']:.0f} reservations unconfirmed); "
+            f"at half rate ({run['half']['rps']:,.0f} req/s) {fmt_latency(run['half'])}"
+        )
+    print(
+        f"    cost of WAIT: {on['full']['cpu_us'] - off['full']['cpu_us']:+.1f} us CPU/request, "
+        f"{(on['full']['rps'] / off['full']['rps'] - 1):+.1%} req/s, p50 at half rate "
+        f"{(on['half']['p50'] - off['half']['p50']) / 1000:+.2f} ms, p99 "
+        f"{(on['half']['p99'] - off['half']['p99']) / 1000:+.2f} ms"
+    )
 
 
 if __name__ == "__main__":
