@@ -11,9 +11,24 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+_service: str | None = None
+"""The process's service name; one process serves one service (DESIGN §5)."""
+
+
+def _add_service(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Stamp every line with the service. A process-wide value rather than a context
+    variable: threads (a library's callbacks, thread pools) start with an empty context
+    and their lines would otherwise carry no `service`."""
+    if _service is not None:
+        event_dict.setdefault("service", _service)
+    return event_dict
+
 
 _shared_processors: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_service,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -26,6 +41,8 @@ def configure_logging(
     level: str = "INFO", *, service: str | None = None, json: bool = True
 ) -> None:
     """Configure structlog and the standard library once per process."""
+    global _service
+    _service = service
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
@@ -50,8 +67,6 @@ def configure_logging(
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    if service:
-        structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str, **initial: Any) -> structlog.stdlib.BoundLogger:
