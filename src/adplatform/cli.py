@@ -85,7 +85,12 @@ def migrate(
 @app.command()
 def seed(
     campaigns: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="How many campaigns to create.")
+        int,
+        typer.Option(
+            min=0,
+            max=1_000_000,
+            help="How many campaigns to create (0: the demo set).",
+        ),
     ] = 0,
     advertisers: Annotated[
         int, typer.Option(min=0, max=100_000, help="How many advertisers (0: one per 10).")
