@@ -44,6 +44,7 @@ class KafkaBroker:
         self.controller_port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._formatted = False
+        self._started = False  # once it has run, its ports and data are kept for restarts
 
     @property
     def bootstrap(self) -> str:
@@ -108,6 +109,9 @@ class KafkaBroker:
         return process
 
     def start(self, retries: int = 4) -> KafkaBroker:
+        """Start the broker. Until it has run once, a failed start (a port taken between
+        choosing and binding it) is retried on new ports with freshly formatted storage;
+        after that, a start keeps the ports and data a restarting test expects."""
         last: Exception | None = None
         for _ in range(retries):
             if not self.port:
@@ -118,9 +122,10 @@ class KafkaBroker:
             except ServerStartError as exc:
                 last = exc
                 kill_process(self.process)
-                if self._formatted:
+                if self._started:
                     break  # same data dir, keep the ports a restarting test expects
                 self.port = self.controller_port = 0
+                self._formatted = False  # the next attempt wipes and reformats
         raise ServerStartError(f"Kafka did not start: {last}")
 
     def _start_once(self) -> None:
@@ -144,6 +149,7 @@ class KafkaBroker:
         wait_for(
             self._ready, timeout=90, interval=0.25, what="Kafka", process=self.process, log=self.log
         )
+        self._started = True
 
     def _tail(self) -> str:
         from tests.infra.common import tail
