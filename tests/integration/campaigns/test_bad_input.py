@@ -220,3 +220,130 @@ async def test_advertiser_input(service: Service) -> None:
         assert response.status_code == 422
         assert field in _fields(response.json())
     assert (await _counts(service))[0] == 0
+
+
+# (id, body, headers, status, field) for PATCH /creatives/{id}; the creative is an
+# image creative (no markup) of an active campaign.
+CREATIVE_PATCH_CASES: list[tuple[str, Any, dict[str, str], int, str]] = [
+    ("zero width", {"width": 0}, {}, 422, "width"),
+    ("huge height", {"height": 20_000}, {}, 422, "height"),
+    ("string width", {"width": "300"}, {}, 422, "width"),
+    ("null for a required field", {"click_url": None}, {}, 422, "click_url"),
+    ("null status", {"status": None}, {}, 422, "status"),
+    ("bad click url", {"click_url": "not a url"}, {}, 422, "click_url"),
+    ("ftp image", {"image_url": "ftp://x.example/a.png"}, {}, 422, "image_url"),
+    ("bad adomain", {"adomain": "nodot"}, {}, 422, "adomain"),
+    ("bad category", {"iab_category": "IAB30"}, {}, 422, "iab_category"),
+    ("empty markup", {"markup": ""}, {}, 422, "markup"),
+    ("markup too long", {"markup": "x" * 70_000, "image_url": None}, {}, 422, "markup"),
+    ("markup and image", {"markup": "<b>ad</b>"}, {}, 422, "markup"),
+    ("neither markup nor image", {"image_url": None}, {}, 422, "markup"),
+    ("name too long", {"name": "n" * 201}, {}, 422, "name"),
+    ("unknown status", {"status": "deleted"}, {}, 422, "status"),
+    ("unknown field", {"campaign_id": 2}, {}, 422, "campaign_id"),
+    ("bad version type", {"version": "1"}, {}, 422, "version"),
+    ("stale version", {"width": 728, "version": 99}, {}, 409, "version"),
+    ("stale If-Match", {"width": 728}, {"If-Match": '"99"'}, 412, "If-Match"),
+    ("garbled If-Match", {"width": 728}, {"If-Match": "yesterday"}, 412, "If-Match"),
+    ("not an object", [{"width": 728}], {}, 422, "body"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field"),
+    [case[1:] for case in CREATIVE_PATCH_CASES],
+    ids=[case[0] for case in CREATIVE_PATCH_CASES],
+)
+async def test_bad_creative_patch_changes_nothing(
+    service: Service,
+    world: dict[str, Any],
+    body: Any,
+    headers: dict[str, str],
+    status: int,
+    field: str,
+) -> None:
+    campaign_url = f"/campaigns/{world['campaign']['id']}"
+    activated = await service.client.post(f"{campaign_url}/status", json={"status": "active"})
+    assert activated.status_code == 200, activated.text
+    creative = (await service.client.get(f"{campaign_url}/creatives")).json()["items"][0]
+    campaign = (await service.client.get(campaign_url)).json()
+    before = await _counts(service)
+
+    response = await service.client.patch(
+        f"/creatives/{creative['id']}", json=body, headers=headers
+    )
+    assert response.status_code == status, response.text
+    assert field in _fields(response.json())
+    assert response.json()["error"]["message"]
+    assert (await service.client.get(f"/creatives/{creative['id']}")).json() == creative
+    assert (await service.client.get(campaign_url)).json() == campaign  # version not bumped
+    assert await _counts(service) == before  # no outbox row either
+
+
+ADVERTISER_PATCH_CASES: list[tuple[str, Any, dict[str, str], int, str]] = [
+    ("empty name", {"name": ""}, {}, 422, "name"),
+    ("blank name", {"name": "   "}, {}, 422, "name"),
+    ("null name", {"name": None}, {}, 422, "name"),
+    ("name too long", {"name": "n" * 201}, {}, 422, "name"),
+    ("control character", {"name": "Acme\u0000"}, {}, 422, "name"),
+    ("wrong type", {"name": 7}, {}, 422, "name"),
+    ("bad domain", {"domain": "nodot"}, {}, 422, "domain"),
+    ("unknown field", {"email": "ads@acme.example"}, {}, 422, "email"),
+    ("bad version type", {"version": "1"}, {}, 422, "version"),
+    ("zero version", {"version": 0}, {}, 422, "version"),
+    ("duplicate name", {"name": "Globex"}, {}, 409, "name"),
+    ("duplicate name after trimming", {"name": "  Globex "}, {}, 409, "name"),
+    ("stale version", {"name": "Acme 2", "version": 99}, {}, 409, "version"),
+    ("stale If-Match", {"name": "Acme 2"}, {"If-Match": '"99"'}, 412, "If-Match"),
+    ("not an object", ["Acme 2"], {}, 422, "body"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field"),
+    [case[1:] for case in ADVERTISER_PATCH_CASES],
+    ids=[case[0] for case in ADVERTISER_PATCH_CASES],
+)
+async def test_bad_advertiser_patch_changes_nothing(
+    service: Service,
+    world: dict[str, Any],
+    body: Any,
+    headers: dict[str, str],
+    status: int,
+    field: str,
+) -> None:
+    await service.advertiser("Globex")  # advertiser names are unique platform-wide
+    url = f"/advertisers/{world['advertiser_id']}"
+    current = (await service.client.get(url)).json()
+    before = await _counts(service)
+
+    response = await service.client.patch(url, json=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert field in _fields(response.json())
+    assert response.json()["error"]["message"]
+    assert (await service.client.get(url)).json() == current
+    assert await _counts(service) == before
+
+
+async def test_advertiser_patch_with_an_advertiser_key_is_forbidden(
+    service: Service, world: dict[str, Any]
+) -> None:
+    url = f"/advertisers/{world['advertiser_id']}"
+    current = (await service.client.get(url)).json()
+    key = await service.key_for(world["advertiser_id"])
+    async with service.as_key(key) as advertiser:
+        response = await advertiser.patch(url, json={"name": "Renamed By Itself"})
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
+    assert (await service.client.get(url)).json() == current
+
+
+async def test_advertiser_names_are_unique_platform_wide_and_case_sensitive(
+    service: Service, world: dict[str, Any]
+) -> None:
+    other = await service.advertiser("Globex")
+    taken = await service.client.post("/advertisers", json={"name": "Acme"})
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["error"]["code"] == "duplicate_name"
+    renamed = await service.client.patch(f"/advertisers/{other}", json={"name": "ACME"})
+    assert renamed.status_code == 200, renamed.text  # another name: case counts
