@@ -36,7 +36,13 @@ DEFAULT_SERIES_SECONDS: Final = {
     Granularity.HOUR: 2 * 86_400,
     Granularity.DAY: 30 * 86_400,
 }
-MAX_ID: Final = 2**63 - 1
+MAX_ID: Final = 2**31 - 1
+"""As campaign-service caps its ids (its tables' keys are 32-bit integers): a larger id
+is a 422 `validation_error` before any query, as there."""
+MIN_EPOCH: Final = -62_135_596_800
+"""0001-01-01T00:00:00Z: the first second a query period may start at."""
+MAX_EPOCH: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last second a query period may reach (`to` included)."""
 
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="Campaign id.")]
 AdvertiserId = Annotated[int, Path(ge=1, le=MAX_ID, description="Advertiser id.")]
@@ -62,6 +68,19 @@ class RangeTooLarge(ApiError):
 def _period(start: datetime | None, end: datetime | None, default_seconds: int) -> Period:
     end_s = epoch(end) if end is not None else int(time.time()) + 1
     start_s = epoch(start) if start is not None else end_s - default_seconds
+    if not (MIN_EPOCH <= start_s <= MAX_EPOCH and MIN_EPOCH <= end_s <= MAX_EPOCH):
+        # A date with an offset can land in year 0 or 10000 once in UTC (as can a
+        # default `from` before a `to` in year 1): no bucket can be named there.
+        raise InvalidPeriod(
+            "'from' and 'to' must lie between 0001-01-01T00:00:00Z and "
+            "9999-12-31T23:59:59Z once converted to UTC",
+            details={
+                "from": start.isoformat() if start is not None else None,
+                "to": end.isoformat() if end is not None else None,
+                "min": iso(MIN_EPOCH),
+                "max": iso(MAX_EPOCH),
+            },
+        )
     if start_s >= end_s:
         raise InvalidPeriod(
             "'from' must be before 'to'",

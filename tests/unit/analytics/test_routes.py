@@ -241,6 +241,40 @@ async def test_missing_or_wrong_key_is_401(
             422,
             "range_too_large",
         ),
+        # a date with an offset that lands in year 0 or 10000 once in UTC
+        (
+            "/analytics/campaigns/1/timeseries",
+            {"from": "0001-01-01T00:30:00+01:00", "to": "0001-01-01T05:00:00Z"},
+            422,
+            "invalid_range",
+        ),
+        (
+            "/analytics/campaigns/1/timeseries",
+            {"from": "9999-12-31T20:00:00Z", "to": "9999-12-31T23:30:00-01:00"},
+            422,
+            "invalid_range",
+        ),
+        ("/analytics/campaigns/1/timeseries", {"to": "0001-01-01T00:10:00Z"}, 422, "invalid_range"),
+        (
+            "/analytics/campaigns/1/totals",
+            {"from": "0001-01-01T00:30:00+01:00"},
+            422,
+            "invalid_range",
+        ),
+        (
+            "/analytics/advertisers/1/totals",
+            {"to": "9999-12-31T23:30:00-01:00"},
+            422,
+            "invalid_range",
+        ),
+        ("/analytics/top", {"from": "0001-01-01T00:30:00+01:00"}, 422, "invalid_range"),
+        ("/analytics/top", {"to": "9999-12-31T23:30:00-01:00"}, 422, "invalid_range"),
+        # ids are 32-bit, as in campaign-service
+        ("/analytics/campaigns/2147483648/totals", {}, 422, "validation_error"),
+        ("/analytics/campaigns/9223372036854775807/timeseries", {}, 422, "validation_error"),
+        ("/analytics/advertisers/2147483648/totals", {}, 422, "validation_error"),
+        ("/analytics/campaigns/2147483647/totals", {}, 404, "not_found"),
+        ("/analytics/advertisers/2147483647/totals", {}, 404, "not_found"),
         ("/analytics/top", {"metric": "ctr"}, 422, "validation_error"),
         ("/analytics/top", {"limit": "0"}, 422, "validation_error"),
         ("/analytics/top", {"limit": "1000"}, 422, "validation_error"),
@@ -266,6 +300,32 @@ async def test_bad_input_is_a_4xx_with_the_error_body(
     assert error["code"] == code
     assert error["message"]
     assert "details" in error
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "points"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", 24),
+        ("9999-12-31T00:00:00Z", "9999-12-31T23:59:59Z", 24),
+        ("0001-01-01T01:00:00+01:00", "0001-01-01T03:00:00+01:00", 2),
+    ],
+)
+async def test_periods_at_the_edges_of_the_calendar_are_answered(
+    client: httpx.AsyncClient,
+    seeded: tuple[Seeded, list[AdEvent]],
+    start: str,
+    end: str,
+    points: int,
+) -> None:
+    params = {"from": start, "to": end, "granularity": "hour"}
+    response = await client.get("/analytics/campaigns/1/timeseries", params=params, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["points"]) == points
+    totals = await client.get(
+        "/analytics/campaigns/1/totals", params={"from": start, "to": end}, headers=ADMIN
+    )
+    assert totals.status_code == 200, totals.text
+    assert totals.json()["totals"]["bids"] == 0
 
 
 async def test_a_campaign_known_only_from_events_is_still_served(
