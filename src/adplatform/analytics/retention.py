@@ -7,8 +7,10 @@ old minute while the job runs is either rolled up now or stays a minute row for 
 next run, and two replicas running the job at once never move a row twice. On SQLite a
 write transaction excludes every other writer, so insert-then-delete is just as exact.
 
-Work is cut into one-day slices, so a first run over a long backlog does not hold one
-huge transaction.
+Work is cut into one-day slices (one-hour slices for the ids), so a first run over a
+long backlog does not hold one huge transaction, and only slices that hold rows are
+visited: one event stamped 1970 (any time from the epoch on is counted, however late it
+arrives) costs one more slice, not one per day or hour since 1970.
 """
 
 from __future__ import annotations
@@ -82,8 +84,17 @@ _SQLITE_ROLL_DELETE: Final = (
     "DELETE FROM analytics_campaign_minute WHERE bucket >= :start AND bucket < :end"
 )
 _PRUNE: Final = "DELETE FROM analytics_processed_events WHERE bucket >= :start AND bucket < :end"
-_OLDEST_MINUTE: Final = "SELECT min(bucket) FROM analytics_campaign_minute"
-_OLDEST_ID: Final = "SELECT min(bucket) FROM analytics_processed_events"
+_MINUTE_DAYS: Final = (
+    "SELECT DISTINCT bucket - bucket % 86400 AS day FROM analytics_campaign_minute"
+    " WHERE bucket < :cutoff ORDER BY 1"
+)
+"""The days that hold minute rows to roll up (read from the bucket index)."""
+_ID_HOURS: Final = (
+    "SELECT DISTINCT bucket - bucket % 3600 AS hour FROM analytics_processed_events"
+    " WHERE bucket < :cutoff ORDER BY 1"
+)
+"""The hours that hold ids to forget (the BRIN index narrows it to the old rows, which
+are the rows the prune deletes anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +117,12 @@ async def roll_up_minutes(
     """Move every minute row older than the cutoff into its hour row."""
     cutoff = rollup_cutoff(older_than_days, now)
     async with engine.connect() as connection:
-        oldest = (await connection.execute(text(_OLDEST_MINUTE))).scalar()
-    if oldest is None or oldest >= cutoff:
+        found = await connection.execute(text(_MINUTE_DAYS), {"cutoff": cutoff})
+        days = [int(day) for day in found.scalars()]
+    if not days:
         return RollupResult(cutoff, 0, 0)
     moved = hours = 0
-    start = int(oldest) - int(oldest) % HOUR
-    while start < cutoff:
+    for start in days:  # day boundaries are hour boundaries: no hour is split
         end = min(start + DAY, cutoff)
         params = {"start": start, "end": end}
         async with engine.begin() as connection:
@@ -124,7 +135,6 @@ async def roll_up_minutes(
                 row = (await connection.execute(text(_PG_ROLL), params)).one()
                 moved += int(row.moved)
                 hours += int(row.hours)
-        start = end
     metrics.ROLLED_UP_ROWS.inc(moved)
     log.info("analytics_rolled_up", cutoff=cutoff, minute_rows=moved, hour_rows=hours)
     return RollupResult(cutoff, moved, hours)
@@ -137,17 +147,16 @@ async def prune_processed_ids(
     moment = int(now if now is not None else time.time()) - older_than_hours * HOUR
     cutoff = moment - moment % 60
     async with engine.connect() as connection:
-        oldest = (await connection.execute(text(_OLDEST_ID))).scalar()
-    if oldest is None or oldest >= cutoff:
+        found = await connection.execute(text(_ID_HOURS), {"cutoff": cutoff})
+        slices = [int(hour) for hour in found.scalars()]
+    if not slices:
         return 0
     removed = 0
-    start = int(oldest)
-    while start < cutoff:
+    for start in slices:
         end = min(start + HOUR, cutoff)
         async with engine.begin() as connection:
             result = await connection.execute(text(_PRUNE), {"start": start, "end": end})
             removed += result.rowcount
-        start = end
     log.info("analytics_pruned_ids", cutoff=cutoff, removed=removed)
     return removed
 

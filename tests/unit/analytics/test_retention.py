@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -106,3 +108,39 @@ async def test_prune_forgets_only_ids_older_than_the_window(engine: AsyncEngine)
     assert 0 < removed < total
     assert left == total - removed
     assert oldest >= now - 5 * 3600 - 60
+
+
+async def test_an_event_from_1970_costs_one_slice_not_one_per_day_since(
+    engine: AsyncEngine,
+) -> None:
+    """ts_ms=0 is counted (a late event is never dropped for its age), and the jobs
+    visit only the slices that hold rows: before, they stepped from 1970 a day (roll-up)
+    or an hour (prune) at a time, some 20,000 and 490,000 transactions."""
+    from sqlalchemy import event as sa_event
+
+    events = generate_events(300, campaigns=3, seed=25, start_ms=START_MS, span_ms=3 * DAY * 1000)
+    ancient = generate_events(1, campaigns=3, seed=26, start_ms=0, span_ms=1, duplicate_rate=0)
+    assert ancient[0].ts_ms == 0
+    await load(engine, ancient + events)
+    assert (ancient[0].campaign_id, 0) in await stored_minutes(engine)
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith(("DELETE", "INSERT")):
+            statements.append(statement)
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", count)
+    now = START_MS / 1000 + 3 * DAY
+    async with asyncio.timeout(30):
+        rolled = await roll_up_minutes(engine, older_than_days=1, now=now)
+        roll_statements = len(statements)
+        removed = await prune_processed_ids(engine, older_than_hours=24, now=now)
+    sa_event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert rolled.minute_rows > 0
+    assert removed > 0
+    # 1970's day plus at most 3 days of events: an insert and a delete each
+    assert roll_statements <= 2 * 4
+    # 1970's hour plus at most 49 hours of events
+    assert len(statements) - roll_statements <= 50
+    assert await stored_campaigns(engine) == expected_campaigns(ancient + events)
+    assert (ancient[0].campaign_id, 0) in await hour_rows(engine)
