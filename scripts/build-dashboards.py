@@ -306,6 +306,24 @@ DASHBOARDS: dict[str, tuple[str, str, list[Row]]] = {
                         unit="ops",
                     ),
                     Panel(
+                        "Unconfirmed reservations per valid bid request",
+                        [
+                            q(
+                                "sum by (namespace) (rate(bid_reservations_unconfirmed_total"
+                                f"{{{NS}}}[{RATE}])) / sum by (namespace) "
+                                f'(rate(bid_requests_total{{outcome!="invalid",{NS}}}[{RATE}]))',
+                                "unconfirmed {{namespace}}",
+                            ),
+                        ],
+                        unit="percentunit",
+                        width=24,
+                        description="Budget reservations Redis could not confirm on "
+                        "REDIS_WAIT_REPLICAS replicas in time (a replica down or lagging, a "
+                        "shard not answering): each is a no-bid. BidReservationsUnconfirmed "
+                        "warns above 1% for 10 minutes.",
+                        thresholds=[(0, "green"), (0.01, "orange")],
+                    ),
+                    Panel(
                         "Budget store reachable",
                         [q(f"bidder_budget_store_up{{{NS}}}", "{{pod}} {{instance}}")],
                         kind="stat",
