@@ -6,8 +6,11 @@ configuration a Secret; scrape objects keep the services' own `service` label.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -196,3 +199,122 @@ def test_runbook_base_url_is_applied_to_every_alert() -> None:
     with_slash = run_helm(*template_args(sets={"monitoring.runbookBaseUrl": f"{base}/"}))
     assert with_slash.returncode == 0, with_slash.stderr
     assert with_slash.stdout == result.stdout
+
+
+# --- scope of the alerts and plain-Prometheus scraping of the data tier ------------------
+
+
+def ksm_label(key: str) -> str:
+    """The name kube-state-metrics gives a Kubernetes label in kube_*_labels."""
+    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def rule_expr(stem: str, name: str) -> str:
+    groups: list[dict[str, Any]] = rule_files()[stem]["groups"]  # type: ignore[assignment]
+    for group in groups:
+        for rule in group["rules"]:
+            if name in (rule.get("record"), rule.get("alert")):
+                return str(rule["expr"])
+    raise AssertionError(f"{stem}.yaml has no rule {name}")
+
+
+def pod_scope_alternatives() -> list[dict[str, str]]:
+    """The label sets that make a pod adplatform's in the rules: one per kube_pod_labels
+    selector of namespace_pod:adplatform_pod:info."""
+    expr = rule_expr("platform", "namespace_pod:adplatform_pod:info")
+    alternatives = []
+    for selector in re.findall(r"kube_pod_labels\{([^}]*)\}", expr):
+        alternatives.append(dict(re.findall(r'(\w+)="([^"]*)"', selector)))
+    assert alternatives, expr
+    return alternatives
+
+
+def in_pod_scope(labels: dict[str, str]) -> bool:
+    exported = {ksm_label(key): value for key, value in labels.items()}
+    return any(
+        all(exported.get(name) == value for name, value in alternative.items())
+        for alternative in pod_scope_alternatives()
+    )
+
+
+def strimzi_pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for obj in objects:
+        if obj["kind"] == "KafkaNodePool":
+            yield f"KafkaNodePool/{obj['metadata']['name']}", obj["spec"]["template"]["pod"]
+        elif obj["kind"] == "Kafka":
+            pod = obj["spec"]["kafkaExporter"]["template"]["pod"]
+            yield f"Kafka/{obj['metadata']['name']} kafkaExporter", pod
+
+
+def test_every_pod_of_the_chart_is_in_the_alerts_scope(rendered: dict[str, Rendered]) -> None:
+    """PodCrashLooping and the data-tier alerts only look at pods that kube_pod_labels
+    shows as adplatform's (namespace_pod:adplatform_pod:info): every pod the chart, the
+    CloudNativePG Cluster and the Strimzi node pools and Kafka Exporter create is one."""
+    default = rendered["default"]
+    outside = [name for name, meta, _ in default.pod_specs() if not in_pod_scope(meta["labels"])]
+    (cluster,) = default.of_kind("Cluster")
+    if not in_pod_scope(cluster["spec"]["inheritedMetadata"]["labels"]):
+        outside.append(f"Cluster/{cluster['metadata']['name']}")
+    templates = list(strimzi_pod_templates(default.objects))
+    assert len(templates) == 3, templates  # controllers, brokers, the Kafka Exporter
+    outside += [name for name, pod in templates if not in_pod_scope(pod["metadata"]["labels"])]
+    assert not outside, f"pods the alerts would not look at: {outside}"
+    # and the check is not vacuous: another app's pod is outside
+    assert not in_pod_scope(
+        {"app.kubernetes.io/name": "checkout", "app.kubernetes.io/part-of": "shop"}
+    )
+
+
+def test_every_deployment_is_in_no_ready_pods_scope(rendered: dict[str, Rendered]) -> None:
+    """NoReadyPods selects kube_deployment_labels on part-of and takes the service from
+    the component: every service Deployment carries both."""
+    expr = rule_expr("platform", "NoReadyPods")
+    (selector,) = re.findall(r"kube_deployment_labels\{([^}]*)\}", expr)
+    required = dict(re.findall(r'(\w+)="([^"]+)"', selector))
+    assert required == {ksm_label("app.kubernetes.io/part-of"): "adplatform"}, selector
+    services = set()
+    for deployment in rendered["default"].of_kind("Deployment"):
+        exported = {ksm_label(k): v for k, v in deployment["metadata"]["labels"].items()}
+        assert all(exported.get(k) == v for k, v in required.items()), deployment["metadata"]
+        services.add(exported[ksm_label("app.kubernetes.io/component")])
+    assert services == {"campaigns", "bidding", "analytics"}
+
+
+def test_data_tier_exporters_are_annotated_for_plain_prometheus(
+    rendered: dict[str, Rendered],
+) -> None:
+    """deploy/monitoring/prometheus/prometheus.yml scrapes annotated pods only: the
+    exporters the PodMonitors scrape for the operator are annotated with the same port."""
+    default = rendered["default"]
+    (cluster,) = default.of_kind("Cluster")
+    (kafka,) = default.of_kind("Kafka")
+    (redis,) = default.of_kind("StatefulSet")
+    exporters = {
+        "postgres": cluster["spec"]["inheritedMetadata"].get("annotations", {}),
+        "kafka-exporter": kafka["spec"]["kafkaExporter"]["template"]["pod"]["metadata"].get(
+            "annotations", {}
+        ),
+        "redis": redis["spec"]["template"]["metadata"]["annotations"],
+    }
+    ports = {
+        "postgres": "9187",  # CloudNativePG's exporter (the PodMonitor's port `metrics`)
+        "kafka-exporter": "9404",  # Strimzi's tcp-prometheus port
+        "redis": str(
+            next(
+                port["containerPort"]
+                for container in redis["spec"]["template"]["spec"]["containers"]
+                for port in container.get("ports", [])
+                if port["name"] == "metrics"
+            )
+        ),
+    }
+    monitors = {m["metadata"]["name"] for m in default.of_kind("PodMonitor")}
+    for name, given in exporters.items():
+        assert f"{RELEASE}-{name}" in monitors
+        assert given.get("prometheus.io/scrape") == "true", (name, given)
+        assert given.get("prometheus.io/port") == ports[name], (name, given)
+        assert given.get("prometheus.io/path", "/metrics") == "/metrics"
+    # the NetworkPolicies let Prometheus reach those ports
+    policies = yaml.safe_dump([p["spec"] for p in default.of_kind("NetworkPolicy")])
+    for port in ("9187", "9404"):
+        assert f"port: {port}" in policies, port

@@ -101,7 +101,9 @@ def test_loopback_config_is_valid(tmp_path: Path) -> None:
 class MetricsServer:
     """Serves a tiny metrics page at one path only (404 elsewhere)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, body: bytes = b"# TYPE relabel_test_up gauge\nrelabel_test_up 1\n"
+    ) -> None:
         self.path = path
         self.port = free_port()
         served = path
@@ -111,7 +113,6 @@ class MetricsServer:
                 if self.path != served:
                     self.send_error(404)
                     return
-                body = b"# TYPE relabel_test_up gauge\nrelabel_test_up 1\n"
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -288,3 +289,112 @@ def test_not_opted_in_finished_and_init_pods_are_dropped(relabelled: dict[str, A
         t["discoveredLabels"]["__meta_kubernetes_pod_name"] for t in relabelled["droppedTargets"]
     }
     assert {"optout-0", "disabled-0", "job-0", "init-0"} <= dropped
+
+
+# --- the kube-state-metrics job, run by Prometheus ----------------------------------------
+
+KSM_BODY = (
+    b"# TYPE kube_pod_labels gauge\n"
+    b'kube_pod_labels{namespace="ads",pod="adplatform-bidding-1",uid="b1",'
+    b'label_app_kubernetes_io_name="adplatform"} 1\n'
+    b"# TYPE kube_deployment_labels gauge\n"
+    b'kube_deployment_labels{namespace="ads",deployment="adplatform-bidding",'
+    b'label_app_kubernetes_io_part_of="adplatform",label_app_kubernetes_io_component="bidding"} 1\n'
+)
+
+
+def endpoint_targets(
+    service: str, port: int, port_name: str, *, app: str, namespace: str = "monitoring"
+) -> dict[str, Any]:
+    """What kubernetes_sd role=endpoints yields for one port of one Service endpoint."""
+    return {
+        "targets": [f"127.0.0.1:{port}"],
+        "labels": {
+            "__meta_kubernetes_namespace": namespace,
+            "__meta_kubernetes_service_name": service,
+            "__meta_kubernetes_service_label_app_kubernetes_io_name": app,
+            "__meta_kubernetes_endpoint_port_name": port_name,
+            "__meta_kubernetes_endpoint_ready": "true",
+            "__meta_kubernetes_pod_name": f"{service}-7f-x1",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def ksm_scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    root = tmp_path_factory.mktemp("ksm")
+    manifests = MetricsServer("/metrics", KSM_BODY)  # its manifests: port http-metrics
+    chart = MetricsServer("/metrics", KSM_BODY)  # its Helm chart: port http
+    other = MetricsServer("/metrics")
+    groups = [
+        endpoint_targets(
+            "kube-state-metrics", manifests.port, "http-metrics", app="kube-state-metrics"
+        ),
+        endpoint_targets("kube-state-metrics", free_port(), "telemetry", app="kube-state-metrics"),
+        endpoint_targets("kps-kube-state-metrics", chart.port, "http", app="kube-state-metrics"),
+        endpoint_targets("node-exporter", other.port, "http-metrics", app="node-exporter"),
+        endpoint_targets(
+            "adplatform-bidding", other.port, "http", app="adplatform", namespace="ads"
+        ),
+    ]
+    sd_file = root / "endpoints.json"
+    sd_file.write_text(json.dumps(groups))
+    production = yaml.safe_load(CONFIG.read_text())
+    (job,) = [j for j in production["scrape_configs"] if j["job_name"] == "kube-state-metrics"]
+    assert job["kubernetes_sd_configs"] == [{"role": "endpoints"}]
+    del job["kubernetes_sd_configs"]
+    job["file_sd_configs"] = [{"files": [str(sd_file)]}]
+    config = loopback_prometheus_config([], rules=[])
+    config["scrape_configs"] = [job]
+    server = PrometheusServer(config, root / "prometheus").start()
+    try:
+        wait_for(
+            lambda: len(server.query("kube_pod_labels")) == 2,
+            timeout=30,
+            what="kube-state-metrics scraped",
+            log=server.log,
+        )
+        yield server
+    finally:
+        server.cleanup()
+        for srv in (manifests, chart, other):
+            srv.stop()
+
+
+def test_kube_state_metrics_job_scrapes_its_metrics_ports_only(
+    ksm_scraped: PrometheusServer,
+) -> None:
+    targets = ksm_scraped.targets()
+    active = sorted(
+        t["discoveredLabels"]["__meta_kubernetes_service_name"] for t in targets["activeTargets"]
+    )
+    assert active == ["kps-kube-state-metrics", "kube-state-metrics"]
+    assert all(t["health"] == "up" for t in targets["activeTargets"])
+    dropped = {
+        (
+            t["discoveredLabels"]["__meta_kubernetes_service_name"],
+            t["discoveredLabels"]["__meta_kubernetes_endpoint_port_name"],
+        )
+        for t in targets["droppedTargets"]
+    }
+    assert dropped == {
+        ("kube-state-metrics", "telemetry"),
+        ("node-exporter", "http-metrics"),
+        ("adplatform-bidding", "http"),
+    }
+
+
+def test_kube_state_metrics_labels_name_the_objects_reported_on(
+    ksm_scraped: PrometheusServer,
+) -> None:
+    """Its namespace/pod/deployment labels are the reported objects' (here ads), not the
+    kube-state-metrics pod's (monitoring): what the rules join on."""
+    for series in ksm_scraped.query("kube_pod_labels"):
+        labels = series["metric"]
+        assert labels["namespace"] == "ads"
+        assert labels["pod"] == "adplatform-bidding-1"
+        assert labels["label_app_kubernetes_io_name"] == "adplatform"
+        assert labels["job"] == "kube-state-metrics"
+    (deployment, _) = ksm_scraped.query("kube_deployment_labels")
+    assert deployment["metric"]["namespace"] == "ads"
+    assert deployment["metric"]["label_app_kubernetes_io_component"] == "bidding"
