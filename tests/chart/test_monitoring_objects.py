@@ -318,3 +318,30 @@ def test_data_tier_exporters_are_annotated_for_plain_prometheus(
     policies = yaml.safe_dump([p["spec"] for p in default.of_kind("NetworkPolicy")])
     for port in ("9187", "9404"):
         assert f"port: {port}" in policies, port
+
+
+def test_dashboards_namespace(rendered: dict[str, Rendered]) -> None:
+    """monitoring.dashboards.namespace puts the dashboard ConfigMaps (only them) where
+    Grafana's sidecar looks; by default they stay in the release namespace."""
+
+    def dashboards(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            o
+            for o in objects
+            if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"].get("labels", {})
+        ]
+
+    default = dashboards(rendered["default"].objects)
+    assert default
+    assert {o["metadata"]["namespace"] for o in default} == {"adplatform"}
+    result = run_helm(*template_args(sets={"monitoring.dashboards.namespace": "monitoring"}))
+    assert result.returncode == 0, result.stderr
+    objects = parse_manifests(result.stdout)
+    moved = dashboards(objects)
+    assert len(moved) == len(default)
+    assert {o["metadata"]["namespace"] for o in moved} == {"monitoring"}
+    others = {o["metadata"].get("namespace") for o in objects if o not in moved} - {None}
+    assert others == {"adplatform"}
+    bad = run_helm(*template_args(sets={"monitoring.dashboards.namespace": "Monitoring_NS"}))
+    assert bad.returncode != 0
+    assert "namespace" in bad.stderr, bad.stderr
