@@ -277,3 +277,194 @@ def keda_queries() -> Iterator[Query]:
 
 def all_queries() -> list[Query]:
     return [*rule_queries(), *dashboard_queries(), *adapter_queries(), *keda_queries()]
+
+
+# --- label matchers and the label values the services emit ------------------------------
+
+
+@dataclass(frozen=True)
+class Matcher:
+    metric: str  # the selector's metric name ("" when it has none)
+    label: str
+    op: str  # =, !=, =~ or !~
+    value: str
+
+
+def _unquote(token: str) -> str:
+    if token.startswith("`"):
+        return token[1:-1]
+    return re.sub(
+        r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), token[1:-1]
+    )
+
+
+def label_matchers(expr: str) -> list[Matcher]:
+    """Every `label op "value"` of every selector in an expression, with the metric
+    it selects (`name{...}`, or `{__name__="name", ...}`)."""
+    tokens = _tokens(expr)
+    found: list[Matcher] = []
+    for index, (kind, text) in enumerate(tokens):
+        if not (kind == "punct" and text == "{"):
+            continue
+        metric = ""
+        if index > 0 and tokens[index - 1][0] == "ident":
+            metric = tokens[index - 1][1]
+        pairs: list[tuple[str, str, str]] = []
+        cursor = index + 1
+        while cursor < len(tokens) and tokens[cursor][1] != "}":
+            if tokens[cursor][0] != "ident":
+                cursor += 1
+                continue
+            label = tokens[cursor][1]
+            op = ""
+            cursor += 1
+            while cursor < len(tokens) and tokens[cursor][0] == "other":
+                op += tokens[cursor][1]
+                cursor += 1
+            if cursor < len(tokens) and tokens[cursor][0] == "string" and op:
+                pairs.append((label, op, _unquote(tokens[cursor][1])))
+            cursor += 1
+        for label, op, value in pairs:
+            if label == "__name__" and op == "=" and not metric:
+                metric = value
+        found.extend(
+            Matcher(metric, name, op, value) for name, op, value in pairs if name != "__name__"
+        )
+    return found
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+")
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+LabelValues = dict[str, dict[str, set[str]]]
+"""series name -> label name -> the values it takes"""
+
+
+def exposed_label_values(text: str) -> LabelValues:
+    """The label values of every sample of a /metrics page, by series name."""
+    values: LabelValues = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or line.startswith("#"):
+            continue
+        labels = values.setdefault(match.group(1), {})
+        for name, value in _LABEL_PAIR.findall(match.group(2) or ""):
+            labels.setdefault(name, set()).add(re.sub(r"\\(.)", r"\1", value))
+    return values
+
+
+def code_label_values() -> LabelValues:
+    """The label values the code can emit, from its enumerations: for labelled series
+    that a short run of `adplatform dev` may not have produced yet (a 5xx status, a
+    dropped event)."""
+    from adplatform.bidding import metrics as bidding
+    from adplatform.core.events import AD_EVENTS_TOPIC, CAMPAIGN_UPDATES_TOPIC
+    from adplatform.core.server import SERVICES
+
+    topics = {AD_EVENTS_TOPIC, CAMPAIGN_UPDATES_TOPIC}
+    services = set(SERVICES)
+    http = {
+        "service": services,
+        "status": {str(code) for code in range(100, 600)},
+        "method": {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"},
+    }
+    values: LabelValues = {
+        "adplatform_service_info": {"service": services},
+        "http_requests_total": http,
+        "bid_requests_total": {"outcome": set(bidding.OUTCOMES)},
+        "bid_settlements_total": {"result": set(bidding.SETTLEMENT_RESULTS)},
+        "tracking_events_total": {
+            "type": set(bidding.TRACKING_TYPES),
+            "result": set(bidding.TRACKING_RESULTS),
+        },
+    }
+    for suffix in ("_bucket", "_sum", "_count"):
+        values[f"http_request_duration_seconds{suffix}"] = {"service": services}
+    for name in ("published", "publish_failures", "dropped", "consumed"):
+        values[f"events_{name}_total"] = {"topic": topics}
+    values["event_consumer_lag_messages"] = {"topic": topics}
+    return values
+
+
+def merge_label_values(*sources: LabelValues) -> LabelValues:
+    merged: LabelValues = {}
+    for source in sources:
+        for series, labels in source.items():
+            into = merged.setdefault(series, {})
+            for label, found in labels.items():
+                into.setdefault(label, set()).update(found)
+    return merged
+
+
+# Labels the scrape adds (target labels), not the services: their values depend on the
+# install, so they are not checked.
+TARGET_LABELS = frozenset(
+    {"namespace", "pod", "instance", "job", "node", "app", "container", "endpoint", "service"}
+)
+# An `=~` value that is only a list of alternatives (bid|nobid): each must be emitted.
+_LITERALS = re.compile(r"[A-Za-z0-9_/:-]+(?:\|[A-Za-z0-9_/:-]+)*")
+
+
+def _recorded_sources() -> dict[str, set[str]]:
+    sources: dict[str, set[str]] = {}
+    for document in rule_documents().values():
+        for group in document.get("groups", []):
+            for rule in group.get("rules", []):
+                if "record" in rule:
+                    sources.setdefault(rule["record"], set()).update(
+                        metric_names(str(rule["expr"]))
+                    )
+    return sources
+
+
+def _domain(
+    series: str, label: str, emitted: LabelValues, recorded: dict[str, set[str]], seen: set[str]
+) -> set[str] | None:
+    """The values `label` takes on `series` (a recorded series: on the series it is
+    recorded from); None when the label is not one of the series' own."""
+    if series in emitted:
+        return emitted[series].get(label)
+    if series in recorded and series not in seen:
+        found: set[str] | None = None
+        for source in recorded[series]:
+            values = _domain(source, label, emitted, recorded, seen | {series})
+            if values is not None:
+                found = (found or set()) | values
+        return found
+    return None
+
+
+def label_value_problems(
+    queries: list[Query], emitted: LabelValues, recorded: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Matchers on the services' own series (and series recorded from them) whose
+    label the services do not emit on that series, or whose value (`=`, `!=`; each
+    alternative of an `=~`/`!~` list of literals; any other regex) matches none of
+    the values the services emit. Other series (exporters, Prometheus) are skipped."""
+    recorded = _recorded_sources() if recorded is None else recorded
+    problems: list[str] = []
+    for query in queries:
+        for matcher in label_matchers(query.expr):
+            if matcher.metric not in emitted and matcher.metric not in recorded:
+                continue
+            domain = _domain(matcher.metric, matcher.label, emitted, recorded, set())
+            where = (
+                f"{query.origin}: {matcher.metric}{{{matcher.label}{matcher.op}{matcher.value!r}}}"
+            )
+            if domain is None:
+                if matcher.label not in TARGET_LABELS:
+                    problems.append(f"{where}: the services emit no label {matcher.label!r} there")
+                continue
+            if matcher.op == "!=" and matcher.value == "":
+                wrong = []  # `label!=""`: the label is there, which it is
+            elif matcher.op in ("=", "!="):
+                wrong = [] if matcher.value in domain else [matcher.value]
+            elif _LITERALS.fullmatch(matcher.value):
+                wrong = [v for v in matcher.value.split("|") if v not in domain]
+            else:
+                pattern = re.compile(matcher.value)
+                wrong = [] if any(pattern.fullmatch(v) for v in domain) else [matcher.value]
+            if wrong:
+                known = ", ".join(sorted(domain)[:12]) + (", ..." if len(domain) > 12 else "")
+                problems.append(f"{where}: {', '.join(map(repr, wrong))} is not among {known}")
+    return problems

@@ -18,9 +18,16 @@ from tests.infra.prometheus import (
     scale_durations,
 )
 from tests.monitoring.promql import (
+    Matcher,
+    Query,
     adapter_expr,
+    code_label_values,
+    exposed_label_values,
     grafana_expr,
+    label_matchers,
+    label_value_problems,
     label_values_query,
+    merge_label_values,
     metric_names,
 )
 
@@ -126,3 +133,85 @@ def test_exposed_metric_names() -> None:
     names = exposed_metric_names(page)
     assert {"http_requests_total", "lat_seconds_bucket", "lat_seconds_count", "g"} <= names
     assert "http_requests" not in names
+
+
+def test_label_matchers() -> None:
+    expr = (
+        'sum by (le) (rate(x_bucket{le="0.1", job=~"a|b"}[5m])) / '
+        "{__name__=\"named\", outcome!~'time.*'} and on (a) y{a=`raw\\d`}"
+    )
+    assert label_matchers(expr) == [
+        Matcher("x_bucket", "le", "=", "0.1"),
+        Matcher("x_bucket", "job", "=~", "a|b"),
+        Matcher("named", "outcome", "!~", "time.*"),
+        Matcher("y", "a", "=", "raw\\d"),
+    ]
+
+
+def test_exposed_label_values() -> None:
+    text = (
+        "# TYPE bid_requests_total counter\n"
+        'bid_requests_total{outcome="bid"} 3.0\n'
+        'bid_requests_total{outcome="nobid"} 1.0\n'
+        'http_requests_total{service="bidding",route="/a\\"b",status="200"} 1.0\n'
+        "up 1\n"
+    )
+    assert exposed_label_values(text) == {
+        "bid_requests_total": {"outcome": {"bid", "nobid"}},
+        "http_requests_total": {
+            "service": {"bidding"},
+            "route": {'/a"b'},
+            "status": {"200"},
+        },
+        "up": {},
+    }
+
+
+EMITTED = merge_label_values(
+    exposed_label_values(
+        'bid_requests_total{outcome="bid"} 1\n'
+        'bid_request_duration_seconds_bucket{le="0.1"} 1\n'
+        "bid_reservations_unconfirmed_total 0\n"
+    ),
+    code_label_values(),
+)
+RECORDED = {"bid:requests:rate5m": {"bid_requests_total"}}
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'bid_requests_total{outcome="timeout", namespace=~".*", pod="x"}',
+        'bid_requests_total{outcome=~"bid|nobid"} / bid_requests_total{outcome!="invalid"}',
+        'sum(rate(http_requests_total{status=~"5..",service="bidding",method="POST"}[5m]))',
+        'events_dropped_total{topic="campaign-updates"}',
+        'bid_request_duration_seconds_bucket{le="0.1"}',
+        'bid:requests:rate5m{outcome="nobid"} + kube_pod_labels{label_x="anything"}',
+        'bid_reservations_unconfirmed_total{namespace="ads"} + ALERTS{alertstate="firing"}',
+        'events_published_total{topic!=""}',
+    ],
+)
+def test_label_values_the_services_emit_pass(expr: str) -> None:
+    assert label_value_problems([Query("q", expr)], EMITTED, RECORDED) == []
+
+
+@pytest.mark.parametrize(
+    ("expr", "needle"),
+    [
+        ('bid_requests_total{outcome="timeouts"}', "'timeouts' is not among"),
+        ('bid_requests_total{outcome!="invalids"}', "'invalids' is not among"),
+        ('bid_requests_total{outcome=~"bid|nobids"}', "'nobids' is not among"),
+        ('bid_requests_total{outcome=~"time.+s"}', "'time.+s' is not among"),
+        ('bid:requests:rate5m{outcome="no-bid"}', "'no-bid' is not among"),
+        ('http_requests_total{status=~"5xx"}', "'5xx' is not among"),
+        ('events_published_total{topic="ad_events"}', "'ad_events' is not among"),
+        ('bid_request_duration_seconds_bucket{le="0.15"}', "'0.15' is not among"),
+        ('bid_requests_total{outcom="bid"}', "emit no label 'outcom'"),
+        ('events_published_total{topik!=""}', "emit no label 'topik'"),
+        ('events_published_total{topic=""}', "'' is not among"),
+        ('bid_reservations_unconfirmed_total{result="x"}', "emit no label 'result'"),
+    ],
+)
+def test_label_value_typos_are_caught(expr: str, needle: str) -> None:
+    (problem,) = label_value_problems([Query("q", expr)], EMITTED, RECORDED)
+    assert needle in problem, problem

@@ -3,7 +3,10 @@ real services (`adplatform dev`): rule expressions (as written, not the accelera
 copies), dashboard panels and variables, prometheus-adapter rules and the chart's
 KEDA triggers. Each must evaluate without error, and each metric name it reads must
 be one the services expose (their /metrics pages, TYPE lines included), a recording
-rule, or an entry of the documented allow-list `external_metrics.yaml`."""
+rule, or an entry of the documented allow-list `external_metrics.yaml`. On the
+services' own series every label matcher must name a label they emit there, with a
+value they can emit (seen in the live scrape, or in the code's enumerations): a typo
+such as `outcome="timeouts"` evaluates fine and silently matches nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +19,17 @@ import yaml
 
 from tests.infra.prometheus import exposed_metric_names
 from tests.monitoring.conftest import LiveStack
-from tests.monitoring.promql import Query, all_queries, metric_names, recorded_names
+from tests.monitoring.promql import (
+    Query,
+    all_queries,
+    code_label_values,
+    exposed_label_values,
+    label_matchers,
+    label_value_problems,
+    merge_label_values,
+    metric_names,
+    recorded_names,
+)
 
 ALLOW_LIST = Path(__file__).with_name("external_metrics.yaml")
 SERVICE_METRICS = (
@@ -93,6 +106,19 @@ def test_every_metric_name_is_exposed_or_allowed(
     assert not unused, f"allow-list entries no query uses: {sorted(unused)}"
     shadowed = set(allowed) & exposed
     assert not shadowed, f"allow-listed but exposed by the services: {sorted(shadowed)}"
+
+
+def test_every_label_value_is_one_the_services_emit(
+    live_stack: LiveStack, queries: list[Query]
+) -> None:
+    live_stack.prometheus.wait_for_series("bid_requests_total", timeout=30)
+    emitted = merge_label_values(
+        exposed_label_values(live_stack.dev.metrics_text()), code_label_values()
+    )
+    checked = [m for q in queries for m in label_matchers(q.expr) if m.metric in emitted]
+    assert len(checked) > 20, "the check found hardly any matcher on the services' series"
+    problems = label_value_problems(queries, emitted)
+    assert not problems, "label matchers the services cannot satisfy:\n" + "\n".join(problems)
 
 
 def test_live_rules_evaluate_without_error(live_stack: LiveStack) -> None:
