@@ -44,8 +44,11 @@ unit: venv  ## the fast tests only (no servers)
 bench: deps  ## run the benchmarks (prints their figures)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+INSTALL_SYSTEM ?= scripts/install-system.sh
+
 monitor: venv  ## Prometheus + Alertmanager watching adplatform dev (MONITOR_ARGS=--fast: quick alerts)
-	@command -v prometheus >/dev/null || scripts/install-system.sh
+	@command -v prometheus >/dev/null && { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null \
+		|| $(INSTALL_SYSTEM)
 	$(BIN)/python scripts/monitor.py $(MONITOR_ARGS)
 
 clean:  ## remove the virtualenv, caches and the embedded database

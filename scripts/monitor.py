@@ -5,9 +5,13 @@ Starts the embedded platform (or attaches to one already serving metrics on the
 metrics port, e.g. from `make run`), then Prometheus with the project's rules and a
 loopback scrape config, and Alertmanager with the project's routing whose paging and
 chat receivers are a small local webhook that prints every notification here.
-Config and data live in .cache/monitor/. Ctrl-C stops what it started.
+Config and data live in .cache/monitor/ (--cache). Ctrl-C (or SIGTERM) stops what it
+started.
 
     .venv/bin/python scripts/monitor.py [--fast] [--attach] [--rate 20]
+
+tests/monitoring/test_monitor_script.py runs it once (fresh database, free ports) and
+checks Prometheus and Alertmanager come up with the rules loaded and stop with it.
 
 --fast loads the live tests' copies of the rules (every window and `for:` divided
 by 20) and Alertmanager timers of seconds, so alerts fire within seconds: try
@@ -41,7 +45,7 @@ from tests.infra.prometheus import (  # noqa: E402
     rule_files,
 )
 
-CACHE = ROOT / ".cache" / "monitor"
+DEFAULT_CACHE = ROOT / ".cache" / "monitor"
 
 
 def serves_adplatform_metrics(port: int) -> bool:
@@ -77,7 +81,14 @@ def main() -> int:
     parser.add_argument("--prometheus-port", type=int, default=9091)
     parser.add_argument("--alertmanager-port", type=int, default=9093)
     parser.add_argument("--rate", type=float, default=20.0, help="simulated bid requests/s")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="config, data and logs (.cache/monitor)"
+    )
+    parser.add_argument(
+        "--database", type=Path, help="SQLite file of the adplatform dev it starts (its default)"
+    )
     args = parser.parse_args()
+    cache: Path = args.cache.resolve()
 
     missing = [b for b in ("prometheus",) if not shutil.which(b)]
     if not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")):
@@ -86,9 +97,11 @@ def main() -> int:
         print(f"missing {', '.join(missing)}; install with {INSTALL_HINT}", file=sys.stderr)
         return 2
 
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     started: list[object] = []
     dev_process = None
+    # From here on a SIGTERM unwinds through `finally`: what was started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if serves_adplatform_metrics(args.metrics_port):
             print(f"attaching to adplatform dev (metrics on :{args.metrics_port})")
@@ -101,47 +114,47 @@ def main() -> int:
             if not port_is_free(args.metrics_port):
                 print(f"port {args.metrics_port} is taken by something else", file=sys.stderr)
                 return 2
-            log = (CACHE / "dev.log").open("ab")
-            dev_process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "adplatform",
-                    "dev",
-                    "--port-base",
-                    str(args.port_base),
-                    "--metrics-port",
-                    str(args.metrics_port),
-                    "--rate",
-                    str(args.rate),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+            command = [
+                sys.executable,
+                "-m",
+                "adplatform",
+                "dev",
+                "--port-base",
+                str(args.port_base),
+                "--metrics-port",
+                str(args.metrics_port),
+                "--rate",
+                str(args.rate),
+            ]
+            if args.database:
+                command += ["--database", str(args.database.resolve())]
+            with (cache / "dev.log").open("ab") as log:
+                dev_process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+                )
             deadline = time.monotonic() + 90
             while not serves_adplatform_metrics(args.metrics_port):
                 if dev_process.poll() is not None or time.monotonic() > deadline:
-                    print(f"adplatform dev did not start; see {CACHE / 'dev.log'}", file=sys.stderr)
+                    print(f"adplatform dev did not start; see {cache / 'dev.log'}", file=sys.stderr)
                     return 1
                 time.sleep(0.5)
-            print(f"started adplatform dev (log: {CACHE / 'dev.log'})")
+            print(f"started adplatform dev (log: {cache / 'dev.log'})")
 
         webhook = WebhookReceiver(on_notification=print_notification).start()
         started.append(webhook)
         timings = {"group_wait": "2s", "group_interval": "5s"} if args.fast else None
         am_config = local_alertmanager_config(
             {"paging": webhook.url("/paging"), "chat": webhook.url("/chat")},
-            CACHE / "secrets",
+            cache / "secrets",
             timings=timings,
         )
-        alertmanager = AlertmanagerServer(am_config, CACHE / "alertmanager")
+        alertmanager = AlertmanagerServer(am_config, cache / "alertmanager")
         started.append(alertmanager)
         alertmanager.start(port=args.alertmanager_port)
 
         rules = rule_files()
         if args.fast:
-            rules = accelerate_rules(rules, CACHE / "rules-fast")
+            rules = accelerate_rules(rules, cache / "rules-fast")
         config = loopback_prometheus_config(
             [f"127.0.0.1:{args.metrics_port}"],
             rules=rules,
@@ -149,7 +162,7 @@ def main() -> int:
             scrape_interval="1s" if args.fast else "5s",
             evaluation_interval="1s" if args.fast else "5s",
         )
-        prometheus = PrometheusServer(config, CACHE / "prometheus")
+        prometheus = PrometheusServer(config, cache / "prometheus")
         started.append(prometheus)
         prometheus.start(port=args.prometheus_port)
 
@@ -166,7 +179,7 @@ def main() -> int:
                     f"  campaigns     http://127.0.0.1:{base}/docs",
                     f"  bidding       http://127.0.0.1:{base + 1}/openrtb2/bid",
                     f"  analytics     http://127.0.0.1:{base + 2}/analytics/dashboard",
-                    f"  config/data   {CACHE}",
+                    f"  config/data   {cache}",
                     "",
                     "Notifications (paging: critical, chat: warning) are printed below.",
                     "Ctrl-C stops.",
@@ -175,7 +188,6 @@ def main() -> int:
             ),
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             time.sleep(1)
             if dev_process is not None and dev_process.poll() is not None:
