@@ -54,23 +54,50 @@ def normalize_os(name: str | None) -> str | None:
     return _OS_ALIASES.get(lowered, lowered)
 
 
-@functools.lru_cache(maxsize=65536)
+MAX_HOST: Final = 253
+"""The longest a DNS host name can be; a longer "domain" matches nothing."""
+CACHED_TEXT: Final = 256
+"""Longer inputs are normalized without the caches below: the caches keep their keys,
+and a key's size is the request's to choose."""
+CACHED_ITEMS: Final = 32
+"""Category lists longer than this are not cached either."""
+
+
 def normalize_domain(domain: str | None) -> str | None:
+    """The host of a domain or URL: lower case, no scheme, path, port or `www.`."""
     if not domain:
         return None
+    if len(domain) > CACHED_TEXT:
+        return _normalize_domain(domain)
+    return _normalize_domain_cached(domain)
+
+
+def _normalize_domain(domain: str) -> str | None:
     value = domain.strip().lower().rstrip(".")
     if "://" in value:
         value = value.split("://", 1)[1]
     value = value.split("/", 1)[0].split(":", 1)[0]
     if value.startswith("www."):
         value = value[4:]
+    if len(value) > MAX_HOST:
+        return None
     return value or None
 
 
-@functools.lru_cache(maxsize=65536)
+_normalize_domain_cached: Final = functools.lru_cache(maxsize=65536)(_normalize_domain)
+
+
 def domain_suffixes(domain: str | None) -> frozenset[str]:
     """`a.news.example.com` -> itself, `news.example.com`, `example.com`: a list entry
     for a domain covers its subdomains."""
+    if not domain:
+        return frozenset()
+    if len(domain) > CACHED_TEXT:
+        return _domain_suffixes(domain)
+    return _domain_suffixes_cached(domain)
+
+
+def _domain_suffixes(domain: str) -> frozenset[str]:
     value = normalize_domain(domain)
     if value is None:
         return frozenset()
@@ -78,12 +105,17 @@ def domain_suffixes(domain: str | None) -> frozenset[str]:
     return frozenset(".".join(parts[i:]) for i in range(len(parts) - 1)) or frozenset({value})
 
 
+_domain_suffixes_cached: Final = functools.lru_cache(maxsize=65536)(_domain_suffixes)
+
+
 def category_closure(categories: Iterable[str]) -> frozenset[str]:
     """IAB categories plus their parents (`IAB1-2` -> `IAB1-2`, `IAB1`)."""
-    return _closure(tuple(categories))
+    values = tuple(categories)
+    if len(values) > CACHED_ITEMS:
+        return _closure(values)
+    return _closure_cached(values)
 
 
-@functools.lru_cache(maxsize=65536)
 def _closure(categories: tuple[str, ...]) -> frozenset[str]:
     out: set[str] = set()
     for raw in categories:
@@ -94,6 +126,9 @@ def _closure(categories: tuple[str, ...]) -> frozenset[str]:
         if "-" in cat:
             out.add(cat.split("-", 1)[0])
     return frozenset(out)
+
+
+_closure_cached: Final = functools.lru_cache(maxsize=16384)(_closure)
 
 
 def _timestamp(value: datetime | None, default: float) -> float:

@@ -11,12 +11,23 @@ Structural errors (wrong types, missing `id`/`imp`) are
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
 MAX_ID_LENGTH: Final = 256
 MAX_IMPS: Final = 64
+
+# Bounds on what targeting normalizes and caches: far above anything an exchange sends,
+# low enough that one request cannot make the bidder do (or keep) unbounded work.
+# msgspec checks them while decoding, in C; a request over them is a 400.
+Token = Annotated[str, msgspec.Meta(max_length=128)]
+"""A code or short name: category, currency, seat, OS."""
+Host = Annotated[str, msgspec.Meta(max_length=1024)]
+"""A domain or app bundle (a real host name is at most 253 characters)."""
+Url = Annotated[str, msgspec.Meta(max_length=8192)]
+Tokens = Annotated[list[Token], msgspec.Meta(max_length=512)]
+Hosts = Annotated[list[Host], msgspec.Meta(max_length=512)]
 
 
 class Format(msgspec.Struct, kw_only=True, gc=False):
@@ -36,8 +47,9 @@ class Banner(msgspec.Struct, kw_only=True, gc=False):
 class Imp(msgspec.Struct, kw_only=True, gc=False):
     id: str
     banner: Banner | None = None
-    bidfloor: float = 0.0
-    bidfloorcur: str = "USD"
+    bidfloor: float | None = 0.0
+    """None (an explicit `null`) is read as no floor; `validate()` makes it 0.0."""
+    bidfloorcur: Token | None = "USD"
     tagid: str | None = None
     secure: int | None = None
     instl: int | None = None
@@ -46,30 +58,30 @@ class Imp(msgspec.Struct, kw_only=True, gc=False):
 class Publisher(msgspec.Struct, kw_only=True, gc=False):
     id: str | None = None
     name: str | None = None
-    domain: str | None = None
-    cat: list[str] | None = None
+    domain: Host | None = None
+    cat: Tokens | None = None
 
 
 class Site(msgspec.Struct, kw_only=True, gc=False):
     id: str | None = None
     name: str | None = None
-    domain: str | None = None
-    page: str | None = None
-    cat: list[str] | None = None
-    sectioncat: list[str] | None = None
-    pagecat: list[str] | None = None
+    domain: Host | None = None
+    page: Url | None = None
+    cat: Tokens | None = None
+    sectioncat: Tokens | None = None
+    pagecat: Tokens | None = None
     publisher: Publisher | None = None
 
 
 class App(msgspec.Struct, kw_only=True, gc=False):
     id: str | None = None
     name: str | None = None
-    bundle: str | None = None
-    domain: str | None = None
+    bundle: Host | None = None
+    domain: Host | None = None
     storeurl: str | None = None
-    cat: list[str] | None = None
-    sectioncat: list[str] | None = None
-    pagecat: list[str] | None = None
+    cat: Tokens | None = None
+    sectioncat: Tokens | None = None
+    pagecat: Tokens | None = None
     publisher: Publisher | None = None
 
 
@@ -89,7 +101,7 @@ class Device(msgspec.Struct, kw_only=True, gc=False):
     devicetype: int | None = None
     make: str | None = None
     model: str | None = None
-    os: str | None = None
+    os: Token | None = None
     osv: str | None = None
     ifa: str | None = None
     lmt: int | None = None
@@ -125,15 +137,15 @@ class BidRequest(msgspec.Struct, kw_only=True, gc=False):
     user: User | None = None
     regs: Regs | None = None
     source: Source | None = None
-    test: int = 0
-    at: int = 2
+    test: int | None = 0
+    at: int | None = 2
     tmax: int | None = None
-    cur: list[str] | None = None
-    bcat: list[str] | None = None
-    badv: list[str] | None = None
-    bapp: list[str] | None = None
-    wseat: list[str] | None = None
-    bseat: list[str] | None = None
+    cur: Tokens | None = None
+    bcat: Tokens | None = None
+    badv: Hosts | None = None
+    bapp: Hosts | None = None
+    wseat: Tokens | None = None
+    bseat: Tokens | None = None
 
 
 # ------------------------------------------------------------------------ response
@@ -185,6 +197,8 @@ def decode_bid_request(body: bytes) -> BidRequest:
         raise InvalidBidRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidBidRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:  # an `ext` nested thousands deep
+        raise InvalidBidRequest("JSON nested too deeply") from None
     validate(request)
     return request
 
@@ -211,7 +225,9 @@ def validate(request: BidRequest) -> None:
         seen.add(imp.id)
         if imp.banner is None:
             raise InvalidBidRequest(f"{where} has no banner (this bidder buys display only)")
-        if not imp.bidfloor >= 0:  # also rejects NaN
+        if imp.bidfloor is None:
+            imp.bidfloor = 0.0
+        elif not imp.bidfloor >= 0:  # also rejects NaN
             raise InvalidBidRequest(f"{where}.bidfloor must be >= 0")
     _check_text(request)
 
