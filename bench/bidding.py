@@ -239,7 +239,7 @@ def index_cost(
         prepared = []
         for request in requests:
             for imp in request.imp:
-                prepared.append((request, _sizes(imp), imp.bidfloor * 1_000_000))
+                prepared.append((request, _sizes(imp), (imp.bidfloor or 0.0) * 1_000_000))
         done = 0
         found = 0
         elapsed = 0.0

@@ -11,6 +11,7 @@ deadline that comes too close means no-bid rather than a late answer.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -111,16 +112,32 @@ def _sizes(imp: Imp) -> list[tuple[int, int]]:
     return sizes
 
 
-# Block lists and currency lists repeat across requests (an exchange sends each
-# publisher's lists with every request), so their normalized forms are cached by value.
-@functools.lru_cache(maxsize=16384)
-def _upper_set(values: tuple[str, ...]) -> frozenset[str]:
+# Block lists repeat across requests (an exchange sends each publisher's lists with
+# every request), so their normalized forms are cached by value; very long lists are
+# not (a cache keeps its keys, and their size is the request's to choose).
+BLOCK_LIST_CACHED: Final = 128
+
+
+def _upper(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(v.strip().upper() for v in values if isinstance(v, str) and v.strip())
 
 
-@functools.lru_cache(maxsize=16384)
-def _domain_set(values: tuple[str, ...]) -> frozenset[str]:
+def _domains(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(filter(None, (normalize_domain(d) for d in values)))
+
+
+_upper_cached: Final = functools.lru_cache(maxsize=4096)(_upper)
+_domains_cached: Final = functools.lru_cache(maxsize=1024)(_domains)
+
+
+def _upper_set(values: list[str]) -> frozenset[str]:
+    key = tuple(values)
+    return _upper_cached(key) if len(key) <= BLOCK_LIST_CACHED else _upper(key)
+
+
+def _domain_set(values: list[str]) -> frozenset[str]:
+    key = tuple(values)
+    return _domains_cached(key) if len(key) <= BLOCK_LIST_CACHED else _domains(key)
 
 
 def request_context(request: BidRequest, now: float, mono: float) -> RequestContext:
@@ -155,9 +172,9 @@ def request_context(request: BidRequest, now: float, mono: float) -> RequestCont
                 (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
             )
     if request.bcat:
-        ctx.bcat = _upper_set(tuple(request.bcat))
+        ctx.bcat = _upper_set(request.bcat)
     if request.badv:
-        ctx.badv = _domain_set(tuple(request.badv))
+        ctx.badv = _domain_set(request.badv)
     if request.wseat:
         ctx.wseat = frozenset(request.wseat)
     if request.bseat:
@@ -226,7 +243,7 @@ class Auction:
         used: set[int] = set()
         index = self.index
         for imp in request.imp:
-            floor = 0.0 if imp.bidfloor <= 0 else self._floor_cpm_micros(imp)
+            floor = self._floor_cpm_micros(imp) if imp.bidfloor else 0.0
             if floor is None:
                 continue
             sizes = _sizes(imp)
@@ -250,11 +267,12 @@ class Auction:
                 self._reservation(request.id, c, user, now, day, now_ms) for c in pending
             ]
             outcome = await self._reserve(reservations, deadline)
-            if outcome is None:
-                return TIMEOUT, None
-            if isinstance(outcome, StoreUnavailable):
-                self.health.failed(outcome)
-                return NOBID, None
+            if outcome is None or isinstance(outcome, StoreUnavailable):
+                if outcome is not None:
+                    self.health.failed(outcome)
+                if attempt:  # the first round's reservations still stand: bid them
+                    break
+                return (TIMEOUT if outcome is None else NOBID), None
             if not self.health.up:
                 self.health.ok()
             refused: list[_Choice] = []
@@ -319,12 +337,14 @@ class Auction:
 
     def _floor_cpm_micros(self, imp: Imp) -> float | None:
         """The imp's floor in USD CPM micros, or None when its currency has no rate."""
-        if imp.bidfloor <= 0:
+        if not imp.bidfloor or imp.bidfloor <= 0:
             return 0.0
         rate = self.rates.get((imp.bidfloorcur or "USD").strip().upper())
         if rate is None:
             return None
-        return imp.bidfloor * rate * 1_000_000
+        # Rounded to a thousandth of a micro: 4.03 * 1e6 is 4030000.0000000005 in
+        # binary floating point, which would shut out a campaign bidding exactly 4.03.
+        return round(imp.bidfloor * rate * 1_000_000, 3)
 
     def _reservation(
         self,
@@ -446,8 +466,9 @@ class Auction:
 
 
 def _price(cpm_micros: int, rate: float) -> float:
-    """A USD CPM in micros as a CPM in a currency worth `rate` USD."""
-    return round(cpm_micros / 1_000_000 / rate, 6)
+    """A USD CPM in micros as a CPM in a currency worth `rate` USD, rounded up to the
+    millionth (rounding down could put it under a floor it was checked against)."""
+    return math.ceil(round(cpm_micros / rate, 6)) / 1_000_000
 
 
 def _seat_bids(bids: list[tuple[str, Bid]]) -> list[SeatBid]:

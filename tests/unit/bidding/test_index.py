@@ -28,7 +28,7 @@ def winner(index: TargetingIndex, body: dict[str, Any], imp: int = 0) -> int | N
     request = decode_bid_request(msgspec.json.encode(body))
     ctx = request_context(request, time.time(), time.monotonic())
     item = request.imp[imp]
-    entry = index.best(_sizes(item), ctx, item.bidfloor * 1_000_000)
+    entry = index.best(_sizes(item), ctx, (item.bidfloor or 0.0) * 1_000_000)
     return None if entry is None else entry.campaign.id
 
 
