@@ -42,7 +42,7 @@ class ReserveResult(IntEnum):
     CAPPED = 2
     """The user reached the frequency cap in this window."""
     DUPLICATE = 3
-    """This auction and imp already hold a reservation."""
+    """This auction and imp already hold a reservation, or were already settled."""
     DAILY_LIMIT = 4
     """Today's budget, or the even-pacing line, is reached."""
     UNCONFIRMED = 5
@@ -252,7 +252,7 @@ class MemoryBudgetStore(BudgetStore):
         return results, released
 
     def _reserve(self, account: _Account, item: Reservation, now_ms: int) -> ReserveResult:
-        if item.rid in account.held:
+        if item.rid in account.held or item.rid in account.settled:
             return ReserveResult.DUPLICATE
         if account.spent + account.reserved + item.price > item.total_budget:
             return ReserveResult.NO_BUDGET

@@ -9,7 +9,8 @@ the node that owns it. Layout:
     adp:{c}:x          zset  reservation id by expiry (ms)
     adp:{c}:f:<user>   counter of one user's bids in one frequency-cap window
     adp:{c}:n:<id>     a notice already counted (win, billing, impression, click)
-    adp:{c}:s:<rid>    an impression already settled (the first of win/billing)
+    adp:{c}:s:<rid>    an impression already settled (the first of win/billing); a
+                       reservation for it is refused (an exchange repeating a request id)
 
 On a single node one script call reserves a whole batch (all campaigns); on a cluster
 the batch is split by campaign and the calls run concurrently (a shard that does not
@@ -136,7 +137,7 @@ for i = 1, #KEYS do
     released = released + sweep(kb, kr, kx, now, 200)
   end
   local code = 1
-  if redis.call('HEXISTS', kr, rid) == 1 then
+  if redis.call('HEXISTS', kr, rid) == 1 or redis.call('EXISTS', prefix .. 's:' .. rid) == 1 then
     code = 3
   else
     local v = redis.call('HMGET', kb, 's', 'r', 'ds:' .. day, 'dr:' .. day)
@@ -265,10 +266,6 @@ _REROUTE: Final = (
 
 def _prefix(campaign_id: int) -> str:
     return f"{KEY_PREFIX}:{{{campaign_id}}}:"
-
-
-def _digest(value: str) -> str:
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 class _Script:
@@ -720,7 +717,7 @@ class RedisBudgetStore(BudgetStore):
             prefix + "r",
             prefix + "x",
             prefix + "n:" + settlement.notice_id,
-            prefix + "s:" + _digest(settlement.rid),
+            prefix + "s:" + settlement.rid,
         ]
         args = [
             settlement.rid,

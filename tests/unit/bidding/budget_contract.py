@@ -92,6 +92,20 @@ async def check_duplicate(store: BudgetStore, cid: int) -> None:
     assert results == [R.RESERVED, R.DUPLICATE]
 
 
+async def check_no_second_reservation_once_settled(store: BudgetStore, cid: int) -> None:
+    """An exchange repeating a request id after the win: its settlement already took the
+    reservation away, and a new one would be answered as a duplicate notice later, so
+    its spend would never be counted."""
+    rid = reservation_id("repeated-auction", "1")
+    await store.reserve_many([reservation(cid, 400, rid=rid)], now_ms())
+    settled = await store.settle(settlement(cid, rid, 300), now_ms())
+    assert settled.result is SettleResult.SETTLED
+    results, _ = await store.reserve_many([reservation(cid, 400, rid=rid)], now_ms())
+    assert results == [R.DUPLICATE]
+    view = await store.view(cid, utc_day(time.time()))
+    assert (view.spent, view.reserved, view.reservations) == (300, 0, 0)
+
+
 async def check_frequency_cap(store: BudgetStore, cid: int) -> None:
     items = [reservation(cid, 10, user="alice", cap=2) for _ in range(3)]
     items.append(reservation(cid, 10, user="bob", cap=2))
@@ -178,6 +192,7 @@ CHECKS = [
     check_total_budget,
     check_daily_limit,
     check_duplicate,
+    check_no_second_reservation_once_settled,
     check_frequency_cap,
     check_settle_once,
     check_settle_never_above_reservation,
