@@ -63,9 +63,10 @@ def serve(
     module = load_service(service)
     try:
         settings.require(*module.REQUIRED_SETTINGS, service=service)
+        service_app = module.create_app(settings)  # may refuse a setting's value too
     except MissingSettingError as exc:
         raise _fail(str(exc)) from exc
-    listener = Listener(module.create_app(settings), settings.http_host, settings.http_port)
+    listener = Listener(service_app, settings.http_host, settings.http_port)
     run(lambda: serve_all([listener], log_level=settings.log_level.value))
 
 

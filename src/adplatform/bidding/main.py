@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Final
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
@@ -28,7 +30,7 @@ from adplatform.bidding.routes import BidderApp, BidEndpoint, fault_routes, trac
 from adplatform.bidding.tracking import Tracker
 from adplatform.core.app import create_service_app
 from adplatform.core.bus import EventBus
-from adplatform.core.config import Settings
+from adplatform.core.config import MissingSettingError, Settings
 from adplatform.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -167,7 +169,26 @@ class Bidder:
         return True
 
 
+def check_public_url(settings: Settings) -> None:
+    """Staging and production must hand out tracking URLs an exchange can reach: with
+    the loopback default no win notice would arrive, so no spend would be settled."""
+    host = urlsplit(settings.public_bidding_url).hostname or ""
+    if settings.is_production_like and (host in ("localhost", "") or _is_loopback(host)):
+        raise MissingSettingError(
+            f"{SERVICE} needs PUBLIC_BIDDING_URL: the public base of its tracking URLs "
+            f"(now {settings.public_bidding_url!r}, which no exchange or browser can reach)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(settings: Settings, *, bus: EventBus | None = None) -> Starlette:
+    check_public_url(settings)
     bus = bus if bus is not None else EventBus.from_brokers(settings.kafka_brokers)
     bidder = Bidder(settings, bus, build_store(settings))
 

@@ -230,7 +230,8 @@ def tracking_routes(notices: Notices) -> list[BaseRoute]:
     async def impression(request: Request) -> Response:
         try:
             data = notices.verify(IMPRESSION, *params(request))
-            await notices.count(IMPRESSION, data)
+            if request.method != "HEAD":  # a link checker's HEAD shows no ad
+                await notices.count(IMPRESSION, data)
         except TrackingError as exc:
             return _tracking_error(exc)
         except StoreUnavailable:
@@ -248,9 +249,11 @@ def tracking_routes(notices: Notices) -> list[BaseRoute]:
             landing = notices.landing(data, query.get("u"), query.get("k"))
         except TrackingError as exc:
             return _tracking_error(exc)
-        # Without the store the user still gets to the landing page, uncounted.
-        with contextlib.suppress(StoreUnavailable):
-            await notices.count(CLICK, data)
+        # Without the store the user still gets to the landing page, uncounted; a HEAD
+        # (a crawler or link checker following the URL) is no click.
+        if request.method != "HEAD":
+            with contextlib.suppress(StoreUnavailable):
+                await notices.count(CLICK, data)
         return RedirectResponse(landing, status_code=302, headers={"cache-control": "no-store"})
 
     async def loss(request: Request) -> Response:

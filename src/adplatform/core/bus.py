@@ -486,6 +486,29 @@ def kafka_base_config(brokers: Sequence[str]) -> dict[str, Any]:
     }
 
 
+class _LogThrottle:
+    """At most one log line per topic per `interval` seconds; the line says how many
+    were left out. During an outage every event fails or is dropped, and a line per
+    event would bury the log (the metrics still count each one)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def due(self, topic: str) -> bool:
+        now = time.monotonic()
+        if now >= self._next.get(topic, 0.0):
+            self._next[topic] = now + self.interval
+            return True
+        self._skipped[topic] = self._skipped.get(topic, 0) + 1
+        return False
+
+    def take(self, topic: str) -> dict[str, int]:
+        """`{"suppressed": n}`: the lines left out since the last one logged."""
+        return {"suppressed": self._skipped.pop(topic, 0)}
+
+
 class KafkaProducer(EventProducer):
     """confluent-kafka producer; a daemon thread serves delivery callbacks.
 
@@ -544,6 +567,8 @@ class KafkaProducer(EventProducer):
         self._reported: dict[str, int] = {}
         self._counting = threading.Lock()
         """Error reports may be served by a flush in another thread than the poller."""
+        self._failure_log = _LogThrottle()
+        self._drop_log = _LogThrottle()
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
         self._poller.start()
@@ -585,7 +610,13 @@ class KafkaProducer(EventProducer):
                 with self._counting:
                     self._failed[topic] = self._failed.get(topic, 0) + 1
             EVENTS_PUBLISH_FAILURES.labels(topic).inc()
-            log.error("event_delivery_failed", topic=topic, error=str(err))
+            if self._failure_log.due(topic):
+                log.error(
+                    "event_delivery_failed",
+                    topic=topic,
+                    error=str(err),
+                    **self._failure_log.take(topic),
+                )
 
     def _accept(self, topic: str) -> None:
         if self._bulk:
@@ -596,7 +627,13 @@ class KafkaProducer(EventProducer):
             self._producer.produce(topic, value, _key_bytes(key), on_delivery=self._count_delivery)
         except BufferError:
             EVENTS_DROPPED.labels(topic).inc()
-            log.warning("event_dropped", topic=topic, reason="producer buffer full")
+            if self._drop_log.due(topic):
+                log.warning(
+                    "event_dropped",
+                    topic=topic,
+                    reason="producer buffer full",
+                    **self._drop_log.take(topic),
+                )
             return False
         self._accept(topic)
         return True

@@ -16,7 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -135,6 +135,16 @@ class Settings(BaseSettings):
                     raise ValueError(f"currency rate for {code} must be a positive number")
             return {str(code).upper(): float(rate) for code, rate in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _margin_below_timeout(self) -> Settings:
+        """A margin as long as the timeout would make every bid request time out."""
+        if self.bid_safety_margin_ms >= self.bid_timeout_ms:
+            raise ValueError(
+                f"BID_SAFETY_MARGIN_MS ({self.bid_safety_margin_ms}) must be below "
+                f"BID_TIMEOUT_MS ({self.bid_timeout_ms})"
+            )
+        return self
 
     @property
     def is_production_like(self) -> bool:

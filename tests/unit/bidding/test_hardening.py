@@ -1,0 +1,229 @@
+"""Hostile or unusual input and partial failures on the bid path: never a 500, never
+unbounded work, never budget held for a bid that was not sent, never a price under
+the floor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+
+from adplatform.bidding import index as index_module
+from adplatform.bidding.auction import _price
+from adplatform.bidding.budget import (
+    MemoryBudgetStore,
+    Reservation,
+    ReserveResult,
+    StoreUnavailable,
+)
+from adplatform.bidding.main import check_public_url
+from adplatform.bidding.openrtb import decode_bid_request
+from adplatform.bidding.pacing import utc_day
+from adplatform.core.bus import EventBus, _LogThrottle
+from adplatform.core.config import MissingSettingError, Settings
+from adplatform.core.metrics import REGISTRY
+from tests.unit.bidding.factories import (
+    SnapshotServer,
+    bid_request,
+    bidder_settings,
+    bids_of,
+    campaign,
+    running_bidder,
+    snapshot,
+)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def nested(depth: int) -> dict[str, Any]:
+    body = bid_request()
+    body["ext"] = msgspec.json.decode(b"[" * depth + b"]" * depth)
+    return body
+
+
+async def test_deeply_nested_ext_is_a_400_not_a_500() -> None:
+    server = await SnapshotServer(snapshot([campaign(cpm=1_000_000)])).start()
+    try:
+        async with running_bidder(bidder_settings(server.url)) as bidder:
+            body = msgspec.json.encode(bid_request())[:-1] + b',"ext":' + b"[" * 5000
+            body += b"]" * 5000 + b"}"
+            response = await bidder.bid(body)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["message"] == "JSON nested too deeply"
+            # an ordinary depth of extensions is still fine
+            assert (await bidder.bid(nested(20))).status_code == 200
+    finally:
+        await server.stop()
+
+
+def test_oversized_fields_are_refused_while_decoding() -> None:
+    huge_domain = ".".join(["a"] * 2000)  # 3,999 characters, 2,000 labels
+    for body in (
+        bid_request(site={"domain": huge_domain}),
+        bid_request(bcat=["IAB1"] * 600),
+        bid_request(badv=["x" * 2000 + ".com"]),
+        bid_request(device={"os": "o" * 500}),
+    ):
+        with pytest.raises(ValueError, match="length"):
+            decode_bid_request(msgspec.json.encode(body))
+
+
+def test_a_host_longer_than_dns_allows_matches_nothing_and_is_not_cached() -> None:
+    long_host = ".".join(["ab"] * 300)[:1000]  # within the decoder's bound, over DNS's
+    page = "https://" + "p" * 300 + ".example.com/" + "x" * 5000
+    before = index_module._domain_suffixes_cached.cache_info().currsize
+    assert index_module.domain_suffixes(long_host) == frozenset()
+    assert index_module.normalize_domain(long_host) is None
+    assert index_module.domain_suffixes(page) == frozenset()  # its host is over 253 too
+    assert index_module._domain_suffixes_cached.cache_info().currsize == before
+    ok = "https://news.example.com/" + "y" * 5000
+    assert index_module.domain_suffixes(ok) == {"news.example.com", "example.com"}
+
+
+async def test_explicit_nulls_for_defaulted_fields_are_tolerated() -> None:
+    server = await SnapshotServer(snapshot([campaign(cpm=1_000_000)])).start()
+    try:
+        async with running_bidder(bidder_settings(server.url)) as bidder:
+            imp = {"id": "1", "banner": {"w": 300, "h": 250}, "bidfloor": None}
+            body = bid_request(imps=[{**imp, "bidfloorcur": None}], at=None, test=None)
+            response = await bidder.bid(body)
+            assert response.status_code == 200, response.text
+    finally:
+        await server.stop()
+
+
+async def test_a_floor_equal_to_the_bid_is_met_and_converted_prices_never_fall_under_it() -> (
+    None
+):
+    server = await SnapshotServer(snapshot([campaign(cpm=4_030_000)])).start()
+    try:
+        settings = bidder_settings(server.url, bid_currency_rates={"EUR": 1.08})
+        async with running_bidder(settings) as bidder:
+            imp = [{"id": "1", "banner": {"w": 300, "h": 250}, "bidfloor": 4.03}]
+            (bid,) = bids_of(await bidder.bid(bid_request(imps=imp)))
+            assert bid["price"] == 4.03
+    finally:
+        await server.stop()
+    # Every CPM a EUR floor with any number of decimals could be compared against:
+    # the price sent is never under the floor the index let it clear.
+    for cpm_micros in range(19_000_000, 19_000_000 + 20_000, 7):
+        price = _price(cpm_micros, 1.08)
+        floor = cpm_micros / 1_000_000 / 1.08  # the highest EUR floor this CPM clears
+        assert price >= round(floor, 9)
+        assert price - floor < 1.1e-6  # and at most a millionth above
+
+
+class SecondRoundFails(MemoryBudgetStore):
+    """Refuses the first reservation for campaign `refused` (so a second round runs),
+    then fails every later call."""
+
+    def __init__(self, refused: int) -> None:
+        super().__init__()
+        self.refused = refused
+        self.calls = 0
+
+    async def reserve_many(
+        self, reservations: Sequence[Reservation], now_ms: int
+    ) -> tuple[list[ReserveResult], int]:
+        self.calls += 1
+        if self.calls > 1:
+            raise StoreUnavailable("second round: store gone")
+        results, released = await super().reserve_many(reservations, now_ms)
+        return [
+            ReserveResult.NO_BUDGET if item.campaign_id == self.refused else result
+            for item, result in zip(reservations, results, strict=True)
+        ], released
+
+
+async def test_first_round_reservations_are_bid_when_the_second_round_fails() -> None:
+    winner, refused, fallback = campaign(cpm=3_000_000), campaign(cpm=2_000_000), campaign()
+    server = await SnapshotServer(snapshot([winner, refused, fallback])).start()
+    store = SecondRoundFails(refused.id)
+    try:
+        from adplatform.bidding import main
+
+        original = main.build_store
+        main.build_store = lambda settings: store  # type: ignore[assignment,unused-ignore]
+        try:
+            async with running_bidder(bidder_settings(server.url)) as bidder:
+                imps = [
+                    {"id": "1", "banner": {"w": 300, "h": 250}},
+                    {"id": "2", "banner": {"w": 300, "h": 250}},
+                ]
+                response = await bidder.bid(bid_request(imps=imps))
+                assert response.status_code == 200, response.text
+                (bid,) = bids_of(response)
+                assert (bid["impid"], bid["cid"]) == ("1", str(winner.id))
+                view = await store.view(winner.id, utc_day(time.time()))
+                assert (view.reserved, view.reservations) == (3000, 1)
+        finally:
+            main.build_store = original
+    finally:
+        await server.stop()
+
+
+async def test_head_requests_on_the_pixel_and_click_are_not_counted() -> None:
+    server = await SnapshotServer(snapshot([campaign(cpm=1_000_000)])).start()
+    bus = EventBus.from_brokers([])
+    try:
+        async with running_bidder(bidder_settings(server.url), bus=bus) as bidder:
+            (bid,) = bids_of(await bidder.bid(bid_request()))
+            adm = bid["adm"].replace("&amp;", "&")
+            pixel = adm.split('<img src="')[-1].split('"')[0]
+            click = adm.split('href="')[1].split('"')[0]
+            shown = metric("tracking_events_total", type="impression", result="counted")
+            clicked = metric("tracking_events_total", type="click", result="counted")
+            assert (await bidder.client.head(pixel)).status_code == 200
+            assert (await bidder.client.head(click)).status_code == 302
+            assert metric("tracking_events_total", type="impression", result="counted") == shown
+            assert metric("tracking_events_total", type="click", result="counted") == clicked
+            assert (await bidder.client.get(pixel)).status_code == 200
+            assert (
+                metric("tracking_events_total", type="impression", result="counted") == shown + 1
+            )
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "refused"),
+    [
+        ("production", "http://127.0.0.1:8081", True),
+        ("staging", "http://localhost:8080", True),
+        ("production", "https://[::1]/", True),
+        ("production", "https://bidding.example.com", False),
+        ("test", "http://127.0.0.1:8081", False),
+    ],
+)
+def test_production_refuses_a_loopback_tracking_base(
+    environment: str, url: str, refused: bool
+) -> None:
+    settings = Settings(environment=environment, public_bidding_url=url)
+    if refused:
+        with pytest.raises(MissingSettingError, match="PUBLIC_BIDDING_URL"):
+            check_public_url(settings)
+    else:
+        check_public_url(settings)
+
+
+def test_a_safety_margin_as_long_as_the_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="BID_SAFETY_MARGIN_MS"):
+        Settings(bid_timeout_ms=50, bid_safety_margin_ms=50)
+    assert Settings(bid_timeout_ms=50, bid_safety_margin_ms=49).bid_safety_margin_ms == 49
+
+
+async def test_log_throttle_says_how_many_lines_it_left_out() -> None:
+    throttle = _LogThrottle(interval=0.05)
+    assert throttle.due("ad-events")
+    assert throttle.take("ad-events") == {"suppressed": 0}
+    assert [throttle.due("ad-events") for _ in range(5)] == [False] * 5
+    assert throttle.due("other-topic")  # per topic
+    await asyncio.sleep(0.06)
+    assert throttle.due("ad-events")
+    assert throttle.take("ad-events") == {"suppressed": 5}
