@@ -31,14 +31,34 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="adplatform" \
       org.opencontainers.image.description="adplatform services: campaigns, bidding, analytics" \
       org.opencontainers.image.licenses="Apache-2.0"
-# No package manager front-ends, pip or setuptools are needed at run time.
-RUN rm -rf /usr/local/lib/python3.11/site-packages/pip* \
-           /usr/local/lib/python3.11/site-packages/setuptools* \
-           /usr/local/lib/python3.11/site-packages/wheel* \
-           /usr/local/bin/pip* /usr/local/bin/idle* /usr/local/bin/pydoc* \
-    && groupadd --gid 10001 adplatform \
+# What runs here is the Python interpreter and the virtualenv; nothing execs a shell (the
+# chart's probes are HTTP, preStop is a `sleep` action, the test pod runs `python -c`).
+# So the final stage drops, after creating the service user:
+#   - pip, setuptools, wheel, ensurepip's bundled wheels, idle, pydoc;
+#   - the package managers: apt, dpkg, debconf (their database /var/lib/dpkg stays, so
+#     image scanners still inventory the OS packages; it lists the removed ones too);
+#   - perl and every shell (bash, dash, sh): no later RUN is possible, so the shells go
+#     last, and ENTRYPOINT/CMD are exec form. Debug with `kubectl debug` (an ephemeral
+#     container with its own tools), not `kubectl exec ... sh`;
+#   - setuid/setgid bits (su, passwd, mount, ...), useless to UID 10001 anyway.
+# Bookworm images have a merged /usr (/bin -> usr/bin): the /usr paths cover /bin and /sbin.
+RUN groupadd --gid 10001 adplatform \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-               --shell /usr/sbin/nologin adplatform
+               --shell /usr/sbin/nologin adplatform \
+    && find / -xdev -type f -perm /6000 -exec chmod a-s {} + \
+    && rm -rf /usr/local/lib/python3.11/site-packages/pip* \
+              /usr/local/lib/python3.11/site-packages/setuptools* \
+              /usr/local/lib/python3.11/site-packages/wheel* \
+              /usr/local/lib/python3.11/ensurepip \
+              /usr/local/bin/pip* /usr/local/bin/idle* /usr/local/bin/pydoc* \
+    && rm -rf /usr/bin/apt /usr/bin/apt-* /usr/lib/apt /usr/lib/*/libapt-* \
+              /etc/apt /var/lib/apt /var/cache/apt /var/log/apt \
+              /usr/bin/dpkg /usr/bin/dpkg-* /usr/sbin/dpkg-* /usr/lib/dpkg /usr/libexec/dpkg \
+              /usr/share/dpkg /etc/dpkg /usr/bin/update-alternatives /usr/sbin/start-stop-daemon \
+              /usr/bin/debconf /usr/bin/debconf-* /usr/share/debconf /var/cache/debconf \
+              /usr/bin/perl /usr/bin/perl5* /usr/lib/*/perl-base /usr/share/perl5 \
+              /usr/bin/bash /usr/bin/rbash /usr/bin/bashbug /etc/bash.bashrc /etc/skel \
+    && rm -f /usr/bin/dash /usr/bin/sh
 COPY --from=venv /opt/adplatform /opt/adplatform
 ENV PATH=/opt/adplatform/bin:$PATH \
     PYTHONUNBUFFERED=1 \

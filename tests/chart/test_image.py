@@ -5,6 +5,7 @@ start without settings and serves /health/live with them (real Redis and Kafka).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,6 +46,59 @@ def test_dockerfile_pins_and_hardens() -> None:
     assert '\nENTRYPOINT ["adplatform", "serve"]\n' in TEXT
     assert "--no-index --find-links /wheels" in TEXT
     assert "pip wheel --wheel-dir /wheels --constraint constraints.txt ." in TEXT
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile's last stage, continuation lines joined."""
+    lines = re.sub(r"\\\n", " ", TEXT).splitlines()
+    last_from = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    instructions = []
+    for line in lines[last_from:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, arguments = line.strip().partition(" ")
+            instructions.append((keyword.upper(), " ".join(arguments.split())))
+    return instructions
+
+
+# What the final stage must delete, by tool: everything `adplatform serve` never execs.
+# Bookworm's /usr is merged, so /usr/bin covers /bin.
+REMOVED_FROM_FINAL_STAGE = {
+    "apt": {"/usr/bin/apt", "/usr/bin/apt-*", "/usr/lib/apt", "/etc/apt", "/var/lib/apt"},
+    "dpkg": {"/usr/bin/dpkg", "/usr/bin/dpkg-*", "/usr/sbin/dpkg-*", "/etc/dpkg"},
+    "debconf": {"/usr/bin/debconf", "/usr/bin/debconf-*", "/usr/share/debconf"},
+    "perl": {"/usr/bin/perl", "/usr/bin/perl5*", "/usr/lib/*/perl-base", "/usr/share/perl5"},
+    "bash": {"/usr/bin/bash", "/usr/bin/rbash"},
+    "sh": {"/usr/bin/sh", "/usr/bin/dash"},
+    "pip": {"/usr/local/lib/python3.11/site-packages/pip*", "/usr/local/bin/pip*"},
+}
+
+
+def test_final_stage_ships_no_package_manager_perl_or_shell() -> None:
+    """Statically: the final stage's RUN deletes apt, dpkg, debconf, perl, bash and sh
+    (and pip); the shells go in the very last command, since no RUN can follow; the
+    process starts in exec form; the dpkg database stays for image scanners."""
+    stage = _final_stage()
+    runs = [i for i, (keyword, _) in enumerate(stage) if keyword == "RUN"]
+    assert runs, "the final stage has no RUN"
+    removed: list[str] = []
+    commands = [command.strip() for i in runs for command in stage[i][1].split("&&")]
+    for command in commands:
+        words = command.split()
+        if words[0] == "rm":
+            removed += [word for word in words[1:] if not word.startswith("-")]
+    for tool, paths in REMOVED_FROM_FINAL_STAGE.items():
+        assert paths <= set(removed), f"{tool}: not removed: {sorted(paths - set(removed))}"
+    assert "/var/lib/dpkg" not in removed, "keep the package database for scanners"
+    last = commands[-1].split()
+    shells_last = "the shells must be removed by the last command of the last RUN"
+    assert last[0] == "rm", shells_last
+    assert {"/usr/bin/sh", "/usr/bin/dash"} <= set(last), shells_last
+    after = [keyword for keyword, _ in stage[runs[-1] + 1 :]]
+    assert not {"RUN", "SHELL", "ONBUILD", "HEALTHCHECK"} & set(after), after
+    for keyword in ("ENTRYPOINT", "CMD"):
+        (arguments,) = [args for kw, args in stage if kw == keyword]
+        assert arguments.startswith("["), f"{keyword} must be exec form: {arguments}"
+        assert isinstance(json.loads(arguments), list), f"{keyword} must be exec form"
 
 
 def test_chart_runs_the_image_entrypoint(rendered: dict[str, Rendered]) -> None:
