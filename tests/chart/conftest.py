@@ -62,7 +62,6 @@ COMBINATIONS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "everything-on": (
         (),
         {
-            "namespace.create": "true",
             "monitoring.alertmanager.enabled": "true",
             "secrets.existingSecret": "",
             "secrets.generate": "true",

@@ -16,7 +16,15 @@ from pydantic import SecretStr
 from adplatform.core.config import Settings
 from adplatform.core.events import TOPICS
 from adplatform.core.server import SERVICES, load_service
-from tests.chart.conftest import COMBINATIONS, NAMESPACE, RELEASE, Rendered, parse_manifests, render
+from tests.chart.conftest import (
+    CHART,
+    COMBINATIONS,
+    NAMESPACE,
+    RELEASE,
+    Rendered,
+    parse_manifests,
+    render,
+)
 
 PREFIX = f"{RELEASE}"  # release "adplatform" contains the chart name: objects are adplatform-*
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
@@ -727,12 +735,22 @@ def test_redis_cluster(rendered: dict[str, Rendered]) -> None:
     assert not rendered["external-redis"].of_kind("StatefulSet")
 
 
-def test_namespace_is_labelled_restricted(rendered: dict[str, Rendered]) -> None:
-    (namespace,) = rendered["everything-on"].of_kind("Namespace")
-    labels = namespace["metadata"]["labels"]
+def test_the_chart_never_renders_its_namespace(combination: Rendered) -> None:
+    """Helm stores the release in its namespace before it creates any object and will not
+    adopt an existing Namespace, so a chart-rendered release Namespace cannot work: the
+    namespace is created and labelled beforehand (README, deploy/helm/deploy.sh)."""
+    assert not combination.of_kind("Namespace"), combination.name
+
+
+def test_deploy_script_labels_the_namespace_restricted() -> None:
+    script = (CHART.parent / "deploy.sh").read_text()
+    (create,) = [line for line in script.splitlines() if "kubectl create namespace" in line]
+    assert "kubectl get namespace" in create, "create only when missing"
+    labelling = script[script.index("kubectl label namespace") :].split("\n\n")[0]
+    assert "--overwrite" in labelling
     for mode in ("enforce", "audit", "warn"):
-        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
-    assert not rendered["default"].of_kind("Namespace")
+        assert f"pod-security.kubernetes.io/{mode}=restricted" in labelling, mode
+    assert script.index("kubectl label namespace") < script.index("helm upgrade --install")
 
 
 def test_generated_secrets_have_every_key(rendered: dict[str, Rendered]) -> None:

@@ -38,6 +38,10 @@ BAD_VALUES = {
         "dataDurability",
     ),
     "runbook base not a URL": ("monitoring:\n  runbookBaseUrl: docs/runbooks\n", "runbookBaseUrl"),
+    "namespace.create (removed: Helm cannot create its release namespace)": (
+        "namespace:\n  create: true\n",
+        "namespace",
+    ),
     "setting out of range": (
         "services:\n  bidding:\n    settings:\n      BID_TIMEOUT_MS: 1\n",
         "BID_TIMEOUT_MS",
