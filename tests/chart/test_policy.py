@@ -8,6 +8,7 @@ code reads; network policies that select every pod and allow only the real traff
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.chart.conftest import (
     NAMESPACE,
     RELEASE,
     Rendered,
+    crd_schemas,
     parse_manifests,
     render,
 )
@@ -86,6 +88,81 @@ def test_every_pod_satisfies_pod_security_restricted(combination: Rendered) -> N
             assert not container.get("ports") or not any(
                 "hostPort" in port for port in container["ports"]
             ), label
+
+
+def _strimzi_templates(
+    schema: dict[str, Any], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path, "pod" or "container") of every pod and container template in a Strimzi
+    CRD's schema: the fields under a `template` that carry a securityContext."""
+    for name, sub in schema.get("properties", {}).items():
+        here = (*path, name)
+        if (
+            len(path) >= 1
+            and path[-1] == "template"
+            and "securityContext" in sub.get("properties", {})
+        ):
+            yield here, "pod" if name == "pod" else "container"
+        yield from _strimzi_templates(sub, here)
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def test_every_strimzi_container_gets_a_restricted_context(combination: Rendered) -> None:
+    """Strimzi builds the Kafka, entity operator and Kafka Exporter pods itself: every pod
+    and container template the CRDs offer, in each part of the CR the chart enables, must
+    carry the restricted context (the CRD walk catches a container a new Strimzi adds)."""
+    schemas = crd_schemas()
+    checked = 0
+    for obj in combination.of_kind("Kafka") + combination.of_kind("KafkaNodePool"):
+        where = f"{combination.name} {obj['kind']}/{obj['metadata']['name']}"
+        schema = schemas[(obj["apiVersion"], obj["kind"])]
+        for path, kind in _strimzi_templates(schema):
+            section = path[: path.index("template")]
+            if _dig(obj, section) is None or section[-1:] == ("cruiseControl",):
+                continue  # a component the chart does not enable (Strimzi creates no pod)
+            sc = _dig(obj, (*path, "securityContext"))
+            label = f"{where} {'.'.join(path)}"
+            assert isinstance(sc, dict), f"{label}: no securityContext"
+            assert sc.get("runAsNonRoot") is True, label
+            assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, label
+            if kind == "container":
+                assert sc.get("allowPrivilegeEscalation") is False, label
+                assert sc.get("capabilities") == {"drop": ["ALL"]}, label
+                assert sc.get("readOnlyRootFilesystem") is True, label
+                assert not sc.get("privileged"), label
+                assert "runAsUser" not in sc or sc["runAsUser"] != 0, label
+            checked += 1
+    if combination.of_kind("Kafka"):
+        # Kafka: pod, kafka + init containers; entity operator: pod + 2; exporter: pod + 1;
+        # each of the two node pools: pod, kafka + init containers.
+        assert checked == 3 + 3 + 2 + 2 * 3, f"{combination.name}: {checked} templates checked"
+
+
+def test_strimzi_operands_have_requests_and_limits(rendered: dict[str, Rendered]) -> None:
+    kafka = rendered["default"].one("Kafka", f"{PREFIX}-kafka")["spec"]
+    sized = {
+        "topic operator": kafka["entityOperator"]["topicOperator"],
+        "user operator": kafka["entityOperator"]["userOperator"],
+        "kafka exporter": kafka["kafkaExporter"],
+        **{
+            f"{pool['metadata']['name']} pool": pool["spec"]
+            for pool in rendered["default"].of_kind("KafkaNodePool")
+        },
+    }
+    for name, spec in sized.items():
+        resources = spec.get("resources", {})
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{name}: {resources}"
+        # The operators' JVMs size their heap from the memory limit: schedule that much.
+        if name.endswith("operator"):
+            assert resources["requests"]["memory"] == resources["limits"]["memory"], name
 
 
 def test_no_service_account_token_is_mounted(combination: Rendered) -> None:

@@ -79,6 +79,28 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/* Security context of every container Strimzi creates (Kafka, its init container, the
+     topic and user operators, Kafka Exporter), set through Strimzi's container templates:
+     Pod Security "restricted" plus a read-only root filesystem (Strimzi mounts /tmp as an
+     emptyDir for that). No runAsUser: the Strimzi images run as their own non-root user. */}}
+{{- define "adplatform.strimziContainerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod-level security context of the Strimzi pods. */}}
+{{- define "adplatform.strimziPodSecurityContext" -}}
+runAsNonRoot: true
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
 {{/* Spread one component's pods over nodes and zones, and keep two off one node when possible. */}}
 {{- define "adplatform.spreading" -}}
 affinity:
