@@ -35,6 +35,11 @@ EXTERNAL_DATA_TIER = {
     "redis.external.host": "redis.example.internal",
 }
 
+NO_AUTOSCALING = {
+    f"services.{name}.autoscaling.enabled": "false"
+    for name in ("campaigns", "bidding", "analytics")
+}
+
 # Every combination the suite renders: values files, and feature switches on top of
 # the defaults. Each is rendered once per session and shared by all tests.
 COMBINATIONS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
@@ -45,13 +50,9 @@ COMBINATIONS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "production-keda": (("values-production.yaml",), {"autoscalingEngine": "keda"}),
     "ingress": ((), {"ingress.enabled": "true", "httpRoute.enabled": "false"}),
     "gateway": ((), {"httpRoute.gateway.create": "true", "httpRoute.gateway.className": "eg"}),
-    "no-autoscaling": (
-        (),
-        {
-            f"services.{name}.autoscaling.enabled": "false"
-            for name in ("campaigns", "bidding", "analytics")
-        },
-    ),
+    "no-autoscaling": ((), NO_AUTOSCALING),
+    "staging-no-autoscaling": (("values-staging.yaml",), NO_AUTOSCALING),
+    "production-no-autoscaling": (("values-production.yaml",), NO_AUTOSCALING),
     "external-postgres": (
         (),
         {k: v for k, v in EXTERNAL_DATA_TIER.items() if k.startswith("postgres.")},

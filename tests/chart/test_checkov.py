@@ -15,7 +15,18 @@ from tests.chart.conftest import CACHE, INSTALL_HINT, Rendered
 from tests.infra.common import require
 
 SKIPS_FILE = Path(__file__).with_name("checkov-skips.yaml")
-SCANNED = ("default", "production", "production-keda", "everything-on", "external-all", "ingress")
+SCANNED = (
+    "default",
+    "staging",
+    "production",
+    "keda",
+    "production-keda",
+    "gateway",
+    "no-autoscaling",
+    "everything-on",
+    "external-all",
+    "ingress",
+)
 
 
 def checkov_failures(directory: Path) -> list[tuple[str, str]]:

@@ -288,6 +288,19 @@ def test_staging_and_production_sizes(rendered: dict[str, Rendered]) -> None:
         assert replicas == {"campaigns": 3, "bidding": 5, "analytics": 2}[service]
 
 
+@pytest.mark.parametrize(("name", "replicas"), [("staging", 2), ("production", 5)])
+def test_environment_replicas_without_autoscaling(
+    name: str, replicas: int, rendered: dict[str, Rendered]
+) -> None:
+    """With autoscaling off, the Deployments carry the environment's own replica count
+    (seed: staging 2, production 5), not the chart default's."""
+    result = rendered[f"{name}-no-autoscaling"]
+    assert not result.of_kind("HorizontalPodAutoscaler")
+    assert not result.of_kind("ScaledObject")
+    for service in SERVICES:
+        assert deployment(result, service)["spec"]["replicas"] == replicas, service
+
+
 def _bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     return int(quantity[:-2]) * units[quantity[-2:]]

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from adplatform.core.events import TOPICS
 from tests.chart.conftest import CHART, VALUES_FILES, run_helm
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -42,6 +43,10 @@ BAD_VALUES = {
         "namespace:\n  create: true\n",
         "namespace",
     ),
+    "unknown Kafka topic": (
+        "kafka:\n  topics:\n    ad-event: {partitions: 3, replicas: 3, config: {}}\n",
+        "ad-event",
+    ),
     "setting out of range": (
         "services:\n  bidding:\n    settings:\n      BID_TIMEOUT_MS: 1\n",
         "BID_TIMEOUT_MS",
@@ -49,17 +54,18 @@ BAD_VALUES = {
 }
 
 
+@pytest.mark.parametrize("binary", ["helm", "helm4"])
 @pytest.mark.parametrize("case", list(BAD_VALUES))
-def test_bad_values_are_rejected_by_helm(case: str, tmp_path: Path) -> None:
+def test_bad_values_are_rejected_by_helm(case: str, binary: str, tmp_path: Path) -> None:
     content, named = BAD_VALUES[case]
     values = tmp_path / "bad.yaml"
     values.write_text(content)
-    result = run_helm("lint", "--strict", str(CHART), "-f", str(values))
-    assert result.returncode != 0, f"{case} was accepted:\n{result.stdout}"
+    result = run_helm("lint", "--strict", str(CHART), "-f", str(values), binary=binary)
+    assert result.returncode != 0, f"{case} was accepted by {binary}:\n{result.stdout}"
     output = result.stdout + result.stderr
     assert "values don't meet the specifications of the schema" in output, output
     assert named in output, f"the message should name {named!r}:\n{output}"
-    rendered = run_helm("template", "x", str(CHART), "-f", str(values))
+    rendered = run_helm("template", "x", str(CHART), "-f", str(values), binary=binary)
     assert rendered.returncode != 0
     assert named in rendered.stderr
 
@@ -70,6 +76,14 @@ def test_shipped_values_files_pass_the_schema(values_file: str) -> None:
     base = yaml.safe_load((CHART / "values.yaml").read_text())
     merged = _merge(base, yaml.safe_load((CHART / values_file).read_text()) or {})
     jsonschema.Draft202012Validator(SCHEMA).validate(merged)
+
+
+def test_schema_topics_are_the_topics_the_code_uses() -> None:
+    """kafka.topics accepts exactly the code's topics, all required: a typo'd or extra
+    topic would be a KafkaTopic nothing reads, a missing one a topic nothing creates."""
+    topics = SCHEMA["properties"]["kafka"]["properties"]["topics"]
+    assert topics["additionalProperties"] is False
+    assert set(topics["properties"]) == set(topics["required"]) == set(TOPICS)
 
 
 def test_schema_rejects_unknown_keys_everywhere() -> None:
