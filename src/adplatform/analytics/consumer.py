@@ -11,6 +11,12 @@ Exactly once, across crashes and rebalances:
   conflict it re-reads every position and seeks, discarding what it had prefetched;
 - event ids are deduplicated by the store, which catches notices fired twice.
 
+The database is the only record of what was counted. After each committed batch (and
+on each assignment) the same offsets are also committed to the Kafka group, without
+waiting and only as advice, so that tools reading a group's lag from Kafka (KEDA's
+Kafka trigger, `kafka-consumer-groups`) see real lag; the consumer never reads them
+back: assignment starts at the database's offsets whatever Kafka says.
+
 The next poll runs in its worker thread, and the next batch is decoded, while the
 current batch commits, so the service's CPU work and the database's overlap. The
 rebalance hooks take the same lock as a commit, so they never see a half-applied batch.
@@ -63,9 +69,10 @@ class AnalyticsConsumer:
         self.positions: dict[TopicPartition, int] = {}
         """Per owned partition: the next offset as stored in the database."""
         self.started = asyncio.Event()
-        """Set once the consumer has joined its group (readiness)."""
+        """Set at the first partition assignment: the consumer has joined its group."""
         self.committed_events = 0
         self.healthy = False
+        """The current Kafka consumer has had its assignment (false while rebuilding)."""
         self.recent = RecentIds(recent_ids)
         """Ids committed (or being committed) lately: duplicates skipped early."""
         self._lock = asyncio.Lock()
@@ -73,13 +80,20 @@ class AnalyticsConsumer:
         self._stop_requested = asyncio.Event()
         self._consumer: EventConsumer | None = None
         self._consumed = EVENTS_CONSUMED.labels(topic)
+        self._unmirrored: set[TopicPartition] = set()
+        """Partitions assigned since their stored offset was last told to Kafka."""
 
     # ------------------------------------------------------------------ rebalance hooks
 
     async def _on_assign(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        async with self._lock:
-            stored = await self.store.load_offsets(self.group, partitions)
-            self.positions.update(stored)
+        stored: dict[TopicPartition, int] = {}
+        if partitions:  # a group with more members than partitions assigns nothing
+            async with self._lock:
+                stored = await self.store.load_offsets(self.group, partitions)
+                self.positions.update(stored)
+                self._unmirrored.update(stored)
+        self.healthy = True
+        self.started.set()
         log.info("analytics_partitions_assigned", group=self.group, offsets=_named(stored))
         return stored
 
@@ -87,6 +101,7 @@ class AnalyticsConsumer:
         async with self._lock:
             for tp in partitions:
                 self.positions.pop(tp, None)
+                self._unmirrored.discard(tp)
 
     # --------------------------------------------------------------------------- loop
 
@@ -127,9 +142,8 @@ class AnalyticsConsumer:
             extra_config=self.kafka_config or None,
         )
         self._consumer = consumer
-        await consumer.start()
-        self.started.set()
-        self.healthy = True
+        self._unmirrored.clear()
+        await consumer.start()  # subscribes; the assignment (readiness) comes with a poll
         next_report = time.monotonic() + LAG_REPORT_SECONDS
         pending = self._poll(consumer)
         inflight: asyncio.Task[bool] | None = None
@@ -138,6 +152,8 @@ class AnalyticsConsumer:
             while not self._stopping:
                 messages = await pending
                 pending = self._poll(consumer)
+                if self._unmirrored:
+                    self._mirror_assigned(consumer)
                 batch = None
                 if messages:
                     # Decode this batch while the previous one commits, as if that
@@ -191,6 +207,8 @@ class AnalyticsConsumer:
                 self.recent.discard(batch.ids)
                 raise
             self.positions.update(batch.next_offsets)
+            if self._consumer is not None:  # now that the database has them
+                self._consumer.commit_advisory(batch.next_offsets)
         self._observe(batch, result.duplicates, time.perf_counter() - started)
         self.committed_events += result.fresh
         return False
@@ -206,6 +224,15 @@ class AnalyticsConsumer:
         self._consumed.inc(batch.messages)
         for ts_ms in batch.lag_sample_ts_ms:
             metrics.EVENT_LAG.observe(max(0.0, now - ts_ms / 1000))
+
+    def _mirror_assigned(self, consumer: EventConsumer) -> None:
+        """Tell Kafka the stored offsets of newly assigned partitions, idle ones too
+        (KEDA counts a partition without a committed offset as entirely unread). Done
+        from the loop once the poll that ran the assignment has returned, with the
+        latest committed positions."""
+        offsets = {tp: self.positions[tp] for tp in self._unmirrored if tp in self.positions}
+        self._unmirrored.clear()
+        consumer.commit_advisory(offsets)
 
     async def _rewind(self, consumer: EventConsumer, pending: asyncio.Task[list[Message]]) -> None:
         """After a conflict: drop what was prefetched and read from the stored offsets."""

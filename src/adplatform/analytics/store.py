@@ -202,9 +202,17 @@ class PostgresStore(AggregateStore):
     RETRYABLE: Final = ("40001", "40P01")
     """serialization_failure, deadlock_detected: another consumer's transaction won."""
 
-    def __init__(self, database_url: str, *, statement_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        statement_timeout_ms: int = 30_000,
+        application_name: str = "adplatform-analytics",
+    ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._statement_timeout_ms = statement_timeout_ms
+        self._application_name = application_name
+        """How its backend shows in `pg_stat_activity` (the benchmark and tests look)."""
         self._connection: Any = None
 
     async def _connect(self) -> Any:
@@ -214,7 +222,7 @@ class PostgresStore(AggregateStore):
             connection = await asyncpg.connect(
                 self._dsn,
                 server_settings={
-                    "application_name": "adplatform-analytics",
+                    "application_name": self._application_name,
                     "statement_timeout": str(self._statement_timeout_ms),
                 },
             )

@@ -11,7 +11,8 @@ Producers have two ways to send, because the platform has two kinds of writers:
 
 Consumers poll batches and do their own offset management when they need exactly-once
 (analytics stores offsets in its database): the `on_assign` hook returns the offset
-to start each newly assigned partition at.
+to start each newly assigned partition at, and `commit_advisory` mirrors the stored
+offsets into the group without waiting, for tools that read lag from Kafka.
 
 A reader that must see *every* partition from a known position (each bidder replica
 follows all of `campaign-updates`) takes `EventBus.assigned_consumer(offsets)` instead:
@@ -113,6 +114,16 @@ class EventConsumer(ABC):
     @abstractmethod
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Store the group's position (the next offset to read) for these partitions."""
+
+    def commit_advisory(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Tell the group these positions without waiting for it; never raises.
+
+        For a consumer whose offsets of record live elsewhere (analytics keeps them in
+        its database and starts from there on assignment): the group's committed
+        offsets then follow, for tools that read a group's lag from Kafka (KEDA's
+        Kafka trigger, kafka-consumer-groups). A lost or rejected commit (a rebalance
+        under way) is logged and superseded by the next one."""
+        return  # an adapter without a group view has nothing to tell
 
     @abstractmethod
     def assignment(self) -> list[TopicPartition]: ...
@@ -411,7 +422,9 @@ class InMemoryConsumer(EventConsumer):
         for tp in revoked:
             del self._positions[tp]
         added = [tp for tp in new if tp not in self._positions]
-        chosen = await self.on_assign(added) if (added and self.on_assign) else {}
+        # Called on every new generation, even with nothing added, as librdkafka calls
+        # its assign callback with an empty list: joining the group is an assignment.
+        chosen = await self.on_assign(added) if self.on_assign else {}
         for tp in added:
             if tp in chosen:
                 self._positions[tp] = chosen[tp]
@@ -448,6 +461,10 @@ class InMemoryConsumer(EventConsumer):
         if self._fixed is not None:
             raise RuntimeError("an assigned consumer has no group to commit to")
         self.broker.commit(self.group_id, offsets)
+
+    def commit_advisory(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self._fixed is None and self._started and offsets:
+            self.broker.commit(self.group_id, dict(offsets))
 
     def assignment(self) -> list[TopicPartition]:
         return list(self._positions)
@@ -742,10 +759,16 @@ class KafkaConsumer(EventConsumer):
                 "max.poll.interval.ms": 300_000,
                 "fetch.min.bytes": 1,
                 "fetch.wait.max.ms": 50,
+                "on_commit": self._committed,
                 **(extra_config or {}),
             }
         )
         self._assigned: list[TopicPartition] = []
+        self._advice: dict[TopicPartition, int] = {}
+        """Advisory offsets waiting for the worker thread (`commit_advisory`)."""
+        self._start_offsets: dict[TopicPartition, int] = {}
+        """Where `on_assign` started each partition: its position until a message of
+        it has been consumed (librdkafka reports no position before that)."""
         self._lock = threading.Lock()
 
     def _run_hook(self, coro: Awaitable[Any]) -> Any:
@@ -764,6 +787,7 @@ class KafkaConsumer(EventConsumer):
         consumer.assign(partitions)
         with self._lock:
             self._assigned = tps
+            self._start_offsets = {tp: o for tp, o in chosen.items() if tp in tps}
         log.info("partitions_assigned", group=self.group_id, partitions=tps)
 
     def _handle_revoke(self, consumer: Any, partitions: list[Any]) -> None:
@@ -773,6 +797,8 @@ class KafkaConsumer(EventConsumer):
         consumer.unassign()
         with self._lock:
             self._assigned = []
+            self._start_offsets = {}
+            self._advice = {}  # the next owner tells the group from now on
         log.info("partitions_revoked", group=self.group_id, partitions=tps)
 
     async def start(self) -> None:
@@ -836,7 +862,7 @@ class KafkaConsumer(EventConsumer):
                 for message in batch:
                     self._fixed[(message.topic, message.partition)] = message.offset + 1
             return batch
-        raw = await asyncio.to_thread(self._consumer.consume, max_messages, timeout)
+        raw = await asyncio.to_thread(self._consume, max_messages, timeout)
         return _messages(raw)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -847,6 +873,52 @@ class KafkaConsumer(EventConsumer):
         if offsets:
             tps = [KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()]
             await asyncio.to_thread(self._consumer.commit, offsets=tps, asynchronous=False)
+
+    def commit_advisory(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Queued here, sent by the next `poll` (or `close`) from its worker thread.
+
+        Not sent from the caller's thread: a librdkafka commit made while another
+        thread is inside `consume()` running a rebalance callback waits for that
+        callback, and the callback waits for the event loop (the `on_assign` and
+        `on_revoke` hooks run there): a deadlock until the hook's timeout."""
+        if self._fixed is not None or not offsets:
+            return
+        with self._lock:
+            self._advice.update(offsets)
+
+    def _send_advice(self) -> None:
+        """Commit the queued advisory offsets of partitions still assigned, without
+        waiting (worker thread, never inside `consume()`)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        with self._lock:
+            owned = set(self._assigned)
+            advice = {tp: o for tp, o in self._advice.items() if tp in owned}
+            self._advice = {}
+        if not advice:
+            return
+        tps = [KafkaTopicPartition(t, p, o) for (t, p), o in advice.items()]
+        try:
+            # The result comes back through `_committed`, served by a later poll.
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except (KafkaException, RuntimeError) as exc:  # no coordinator yet, closed
+            log.info("advisory_commit_skipped", group=self.group_id, error=str(exc))
+
+    def _consume(self, max_messages: int, timeout: float) -> list[Any]:
+        self._send_advice()
+        raw: list[Any] = self._consumer.consume(max_messages, timeout)
+        return raw
+
+    def _committed(self, err: Any, partitions: list[Any]) -> None:
+        """librdkafka's report on an asynchronous commit (from the poll thread)."""
+        failed = [p for p in partitions or () if p.error is not None]
+        if err is not None or failed:
+            log.info(
+                "advisory_commit_failed",
+                group=self.group_id,
+                error=str(err or failed[0].error),
+            )
 
     def assignment(self) -> list[TopicPartition]:
         with self._lock:
@@ -869,13 +941,16 @@ class KafkaConsumer(EventConsumer):
                 return {}
             with self._lock:
                 fixed = dict(self._fixed) if self._fixed is not None else None
+                started_at = dict(self._start_offsets)
             result: dict[TopicPartition, int] = {}
             for tp in tps if fixed is not None else self._consumer.position(tps):
                 _, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
                 if fixed is not None:
                     position = fixed[(tp.topic, tp.partition)]
-                else:
-                    position = tp.offset if tp.offset >= 0 else high
+                elif tp.offset >= 0:
+                    position = tp.offset
+                else:  # nothing consumed from it yet: where the assignment started it
+                    position = started_at.get((tp.topic, tp.partition), high)
                 result[(tp.topic, tp.partition)] = max(high - position, 0)
             return result
 
@@ -883,7 +958,13 @@ class KafkaConsumer(EventConsumer):
 
     async def close(self) -> None:
         self._lag_closed = True
-        await asyncio.to_thread(self._consumer.close)
+
+        def close() -> None:
+            if self._fixed is None:
+                self._send_advice()  # librdkafka's close waits for pending commits
+            self._consumer.close()
+
+        await asyncio.to_thread(close)
 
 
 def _messages(raw: list[Any]) -> list[Message]:

@@ -167,3 +167,96 @@ async def test_a_running_consumer_that_loses_a_commit_race_seeks_and_stays_exact
     assert raced == 2
     assert metrics.OFFSET_CONFLICTS._value.get() - before == 2
     assert await stored_minutes(engine) == expected_minutes(events)
+
+
+async def stored_offsets_by_partition(engine: AsyncEngine) -> dict[tuple[str, int], int]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT topic, partition, next_offset FROM analytics_consumer_offsets")
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def test_ready_only_once_the_group_has_assigned_partitions(engine: AsyncEngine) -> None:
+    """Subscribing is not joining: readiness waits for the first assignment."""
+    bus = EventBus.from_brokers([])
+    assert bus.memory is not None
+    worker = consumer(engine, bus)
+    release = asyncio.Event()
+    real_load = worker.store.load_offsets
+
+    async def slow_load(group, partitions):  # type: ignore[no-untyped-def]
+        await release.wait()  # the assignment is still being handed out
+        return await real_load(group, partitions)
+
+    worker.store.load_offsets = slow_load  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def subscribed() -> bool:
+            return bus.memory is not None and bus.memory.generation("analytics") > 0
+
+        await eventually(subscribed, timeout=5)
+        await asyncio.sleep(0.1)
+        assert not worker.started.is_set()
+        assert not worker.healthy
+        release.set()
+
+        async def assigned() -> bool:
+            return worker.started.is_set() and worker.healthy
+
+        await eventually(assigned, timeout=5)
+        assert len(worker.positions) == 6
+    finally:
+        release.set()
+        await worker.stop()
+        await task
+
+
+async def test_a_member_with_no_partitions_is_ready_too(engine: AsyncEngine) -> None:
+    bus = EventBus.from_brokers([])
+    workers = [consumer(engine, bus) for _ in range(7)]  # 6 partitions
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+
+        async def all_ready() -> bool:
+            owned = sum(len(w.positions) for w in workers)
+            return owned == 6 and all(w.started.is_set() and w.healthy for w in workers)
+
+        await eventually(all_ready, timeout=10)
+        assert sorted(len(w.positions) for w in workers) == [0, 1, 1, 1, 1, 1, 1]
+    finally:
+        for w in workers:
+            await w.stop()
+        await asyncio.gather(*tasks)
+
+
+async def test_the_groups_committed_offsets_follow_the_stored_ones(engine: AsyncEngine) -> None:
+    """The in-process twin of the Kafka test: advisory commits mirror the database."""
+    bus = EventBus.from_brokers([])
+    assert bus.memory is not None
+    events = generate_events(400, campaigns=3, seed=17)  # 3 campaigns: idle partitions
+    await publish(bus, events)
+    worker = consumer(engine, bus, 70)
+    task = asyncio.create_task(worker.run())
+    try:
+        await caught_up(engine, bus)
+        stored = await stored_offsets_by_partition(engine)
+        assert len(stored) == 6
+        assert 0 in stored.values()  # an idle partition is committed too (at 0)
+
+        async def mirrored() -> bool:
+            memory = bus.memory
+            assert memory is not None
+            return all(memory.committed("analytics", tp) == o for tp, o in stored.items())
+
+        await eventually(mirrored, timeout=5)
+    finally:
+        await worker.stop()
+        await task
+    # the database stays the record: a bogus group offset is not where it resumes
+    bus.memory.commit("analytics", dict.fromkeys(stored, 10_000))
+    more = generate_events(50, campaigns=3, seed=18)
+    await publish(bus, more)
+    await run_until_caught_up(engine, bus, consumer(engine, bus))
+    assert await stored_minutes(engine) == expected_minutes(events + more)
