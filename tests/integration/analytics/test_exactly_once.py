@@ -13,12 +13,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adplatform.analytics.consumer import AnalyticsConsumer
-from adplatform.analytics.store import PostgresStore
-from adplatform.core.bus import EventBus
-from tests.infra.common import free_port, port_open
+from tests.infra.common import PROJECT_ROOT, free_port, port_open
 from tests.infra.kafka import KafkaBroker
-from tests.integration.analytics.conftest import produce, stored_offsets, wait_caught_up
+from tests.integration.analytics.conftest import (
+    PARTITIONS,
+    analytics_consumer,
+    database_now,
+    kill_mid_batch,
+    produce,
+    produce_blocking,
+    stored_offsets,
+    wait_caught_up,
+)
+from tests.integration.analytics.consumer_process import VICTIM_APP
 from tests.unit.analytics.support import (
     eventually,
     expected_campaigns,
@@ -29,21 +36,6 @@ from tests.unit.analytics.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-FAST_GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-
-
-def analytics_consumer(
-    brokers: str, postgres_url: str, topic: str, group: str, batch_size: int = 2000
-) -> AnalyticsConsumer:
-    return AnalyticsConsumer(
-        EventBus.from_brokers([brokers]),
-        PostgresStore(postgres_url),
-        group=group,
-        topic=topic,
-        batch_size=batch_size,
-        kafka_config=FAST_GROUP_CONFIG,
-    )
 
 
 async def test_known_events_with_duplicates_give_exact_totals_per_campaign_and_minute(
@@ -105,9 +97,14 @@ async def test_two_consumers_in_one_group_with_forced_rebalances_stay_exact(
     )
 
 
+SERVICE_APP = "adplatform-analytics"
+"""The service's PostgreSQL application name (its store's connection)."""
+
+
 def _serve(
     postgres_url: str, brokers: str, topic: str, group: str, log: Path
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`adplatform serve analytics` with its default batch size (20,000 events)."""
     port = free_port()
     env = {
         **os.environ,
@@ -120,8 +117,8 @@ def _serve(
         "METRICS_ENABLED": "false",
         "ANALYTICS_TOPIC": topic,
         "ANALYTICS_CONSUMER_GROUP": group,
-        "ANALYTICS_BATCH_SIZE": "3000",
     }
+    env.pop("ANALYTICS_BATCH_SIZE", None)
     adplatform = Path(sys.executable).with_name("adplatform")
     with open(log, "ab") as out:
         process = subprocess.Popen(
@@ -138,33 +135,42 @@ async def test_sigkill_mid_batch_then_restart_keeps_totals_exact(
     topic: str,
     tmp_path: Path,
 ) -> None:
-    """`adplatform serve analytics` is killed with SIGKILL at random moments while it
-    commits large batches (and while more events arrive), restarted each time."""
+    """`adplatform serve analytics` (batches of the default 20,000 events) is killed
+    with SIGKILL five times, each time while its PostgreSQL connection has a batch
+    transaction open (seen in pg_stat_activity), inside the first, second or third
+    batch of its run, while more events arrive; restarted each time. A kill counts as
+    interrupting a batch only if the server then rolled that transaction back (the
+    stored offsets did not move); at least three must have."""
     rng = random.Random(53)
     group = "g-kill"
-    first = generate_events(100_000, campaigns=200, seed=53, duplicate_rate=0.1)
-    later = generate_events(20_000, campaigns=200, seed=54, duplicate_rate=0.1)
+    first = generate_events(150_000, campaigns=300, seed=53, duplicate_rate=0.1)
+    later = generate_events(20_000, campaigns=300, seed=54, duplicate_rate=0.1)
     await produce(kafka_broker.bootstrap, topic, first)
     log = tmp_path / "analytics.log"
-    kills = 0
+    interrupted = 0
     progress: list[int] = []
-    for round_number in range(4):
+    for round_number in range(5):
+        since = await database_now(pg_engine)
         process, port = _serve(postgres_url, kafka_broker.bootstrap, topic, group, log)
         try:
             if round_number == 1:
                 await produce(kafka_broker.bootstrap, topic, later[:10_000])
-            before = await stored_offsets(pg_engine, group)
-            async with asyncio.timeout(90):  # wait until it is committing
-                while await stored_offsets(pg_engine, group) <= before:
-                    assert process.poll() is None, log.read_text()[-3000:]
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(rng.uniform(0.02, 0.3))  # somewhere inside a batch
+            # let it commit up to two batches, then kill inside the next one
+            for _ in range(rng.randint(0, 2)):
+                before = await stored_offsets(pg_engine, group)
+                async with asyncio.timeout(120):
+                    while await stored_offsets(pg_engine, group) <= before:
+                        assert process.poll() is None, log.read_text()[-3000:]
+                        await asyncio.sleep(0.005)
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            if await kill_mid_batch(process, pg_engine, app=SERVICE_APP, group=group, since=since):
+                interrupted += 1
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
-        kills += 1
         progress.append(await stored_offsets(pg_engine, group))
-    assert kills >= 3
+    print(f"{interrupted} of 5 kills interrupted a batch; stored offsets after each: {progress}")
+    assert interrupted >= 3, f"only {interrupted} of 5 kills interrupted a batch"
     total = len(first) + 10_000
     assert progress[-1] < total, "the kills should land before the end of the stream"
     assert progress == sorted(progress)
@@ -187,6 +193,94 @@ async def test_sigkill_mid_batch_then_restart_keeps_totals_exact(
     everything = first + later
     assert await stored_minutes(pg_engine) == expected_minutes(everything)
     assert await stored_campaigns(pg_engine) == expected_campaigns(everything)
+
+
+def _lone_consumer(
+    brokers: str, postgres_url: str, topic: str, group: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """An analytics consumer in a process of its own (batches of 2,000 events)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.analytics.consumer_process",
+                brokers,
+                postgres_url,
+                topic,
+                group,
+                "2000",
+                VICTIM_APP,
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.slow
+async def test_a_group_member_sigkilled_mid_batch_hands_its_partitions_over_exactly(
+    kafka_broker: KafkaBroker,
+    postgres_url: str,
+    pg_engine: AsyncEngine,
+    topic: str,
+    tmp_path: Path,
+) -> None:
+    """Three consumers in one group, one of them in its own process: SIGKILLed (no
+    goodbye to the group) while it has a batch transaction open. The other two take
+    its partitions over once its session times out, from the offsets it committed,
+    and the totals are exact."""
+    brokers = kafka_broker.bootstrap
+    group = "g-member-kill"
+    all_partitions = {(topic, p) for p in range(PARTITIONS)}
+    first = analytics_consumer(brokers, postgres_url, topic, group, 500)
+    second = analytics_consumer(brokers, postgres_url, topic, group, 500)
+    log = tmp_path / "victim.log"
+    victim = _lone_consumer(brokers, postgres_url, topic, group, log)
+    since = await database_now(pg_engine)
+    tasks = [asyncio.create_task(c.run()) for c in (first, second)]
+    try:
+
+        async def three_members() -> bool:  # 6 partitions: two each
+            assert victim.poll() is None, log.read_text()[-3000:]
+            return len(first.positions) == 2 and len(second.positions) == 2
+
+        await eventually(three_members, timeout=90, interval=0.1)
+        victims = all_partitions - set(first.positions) - set(second.positions)
+        assert len(victims) == 2
+
+        events = generate_events(60_000, campaigns=120, seed=56, duplicate_rate=0.1)
+        # produced from a thread, so this loop keeps watching the victim meanwhile
+        producing = asyncio.create_task(
+            asyncio.to_thread(produce_blocking, brokers, topic, events[: len(events) // 2])
+        )
+        # killed only once seen inside a batch transaction (whether the server then
+        # rolled it back or it committed in the instant between is left to chance)
+        await kill_mid_batch(victim, pg_engine, app=VICTIM_APP, group=group, since=since)
+        victim.wait(10)
+        assert victim.returncode == -signal.SIGKILL
+        committed_before = await stored_offsets(pg_engine, group)
+        await producing
+
+        async def taken_over() -> bool:
+            owned = set(first.positions) | set(second.positions)
+            return owned == all_partitions
+
+        await eventually(taken_over, timeout=60, interval=0.1)
+        assert not set(first.positions) & set(second.positions)
+        assert committed_before < len(events) // 2, "the victim should die mid-stream"
+        await produce(brokers, topic, events[len(events) // 2 :])
+        await wait_caught_up(pg_engine, group, len(events))
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
+        for c in (first, second):
+            await c.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in (first, second):
+            await c.store.close()
+    assert await stored_minutes(pg_engine) == expected_minutes(events)
 
 
 @pytest.mark.slow
