@@ -12,7 +12,8 @@ campaigns, spread over ten minutes), then measures on core 0 (`taskset`):
 
 a) the raw rate of a plain confluent-kafka consumer reading the whole topic, and
 b) the rate of `adplatform serve analytics` from the same topic to committed
-   aggregates in PostgreSQL (from its first commit to its last), checked exact;
+   aggregates in PostgreSQL (from its first commit to its last), checked exact per
+   campaign and minute (bids, wins, impressions, clicks, bid and spend micros);
 
 `--repeat` times each (a fresh database per run; the best run counts, since other
 work on a shared machine only ever slows a run down), and prints both, the ratio, and
@@ -48,6 +49,13 @@ from adplatform.core.events import AdEvent, AdEventType, ad_event_id, encode  # 
 
 PARTITIONS = 6
 GROUP = "bench-analytics"
+MEASURE_OF = {
+    AdEventType.BID: 0,
+    AdEventType.WIN: 1,
+    AdEventType.IMPRESSION: 2,
+    AdEventType.CLICK: 3,
+}
+"""The counter each event type adds one to (a billing notice only carries spend)."""
 
 
 # ----------------------------------------------------------------------- workload
@@ -65,6 +73,8 @@ class Workload:
         self.unique = 0
         self.spend = 0
         self.counts = dict.fromkeys(AdEventType, 0)
+        self.minutes: dict[tuple[int, int], list[int]] = {}
+        """Per (campaign, minute): bids, wins, impressions, clicks, bid and spend micros."""
 
     def _campaign(self) -> int:
         point = self.rng.random() * self.cumulative[-1]
@@ -113,6 +123,16 @@ class Workload:
         self.unique += 1
         self.spend += event.spend_micros
         self.counts[event.type] += 1
+        key = (event.campaign_id, event.ts_ms // 60_000 * 60)
+        row = self.minutes.get(key)
+        if row is None:
+            row = self.minutes[key] = [0, 0, 0, 0, 0, 0]
+        column = MEASURE_OF.get(event.type)
+        if column is not None:
+            row[column] += 1
+        if event.type == AdEventType.BID:
+            row[4] += event.bid_micros  # bid micros are summed over bids only
+        row[5] += event.spend_micros
 
 
 def prefill(brokers: str, topic: str, total: int, campaigns: int) -> Workload:
@@ -289,24 +309,27 @@ async def measure_service(
 
 
 async def check_exact(dsn: str, workload: Workload) -> None:
+    """Every (campaign, minute) row equals what was produced: all six measures."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
-    row = await connection.fetchrow(
-        "SELECT sum(bids) AS bids, sum(wins) AS wins, sum(impressions) AS imps,"
-        " sum(clicks) AS clicks, sum(spend_micros) AS spend FROM analytics_campaign_minute"
+    rows = await connection.fetch(
+        "SELECT campaign_id, bucket, bids, wins, impressions, clicks, bid_micros,"
+        " spend_micros FROM analytics_campaign_minute"
     )
     await connection.close()
-    want = (
-        workload.counts[AdEventType.BID],
-        workload.counts[AdEventType.WIN],
-        workload.counts[AdEventType.IMPRESSION],
-        workload.counts[AdEventType.CLICK],
-        workload.spend,
-    )
-    got = tuple(int(v) for v in row.values())
+    got = {(r[0], r[1]): [int(v) for v in tuple(r)[2:]] for r in rows}
+    want = workload.minutes
     if got != want:
-        raise SystemExit(f"aggregates are not exact: got {got}, want {want}")
+        wrong = sorted(key for key in got.keys() | want.keys() if got.get(key) != want.get(key))
+        examples = ", ".join(
+            f"campaign {c} minute {b}: got {got.get((c, b))}, want {want.get((c, b))}"
+            for c, b in wrong[:3]
+        )
+        raise SystemExit(
+            f"aggregates are not exact: {len(wrong)} of {len(want)} (campaign, minute) "
+            f"rows differ ({examples})"
+        )
 
 
 # ---------------------------------------------------------------------- freshness
