@@ -856,3 +856,14 @@ def test_generated_secrets_have_every_key(rendered: dict[str, Rendered]) -> None
         "REDIS_PASSWORD",
     }
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_every_pod_says_it_is_part_of_adplatform(combination: Rendered) -> None:
+    """`app.kubernetes.io/part-of` is what the alert scope and dashboards select on: it
+    must hold even when `nameOverride` renames the chart's objects."""
+    missing = [
+        name
+        for name, meta, _ in combination.pod_specs()
+        if meta.get("labels", {}).get("app.kubernetes.io/part-of") != "adplatform"
+    ]
+    assert not missing, f"pods without app.kubernetes.io/part-of=adplatform: {missing}"

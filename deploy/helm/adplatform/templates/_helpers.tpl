@@ -40,6 +40,13 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* A pod's labels: its selector labels, and the platform it belongs to (what the
+alert scope and dashboards select on, whatever nameOverride says). */}}
+{{- define "adplatform.podLabels" -}}
+{{ include "adplatform.selectorLabels" . }}
+app.kubernetes.io/part-of: adplatform
+{{- end }}
+
 {{/* Name of one component's objects: <fullname>-<component>. */}}
 {{- define "adplatform.componentName" -}}
 {{- printf "%s-%s" (include "adplatform.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
