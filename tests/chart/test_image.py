@@ -276,6 +276,7 @@ def test_every_service_serves_from_the_installed_wheel(
             "TRACKING_SECRET": "t" * 32,
             "INTERNAL_API_KEY": secrets["INTERNAL_API_KEY"],
             "CAMPAIGN_SERVICE_URL": f"http://127.0.0.1:{campaigns.http}",
+            "PUBLIC_BIDDING_URL": "https://bidding.example.test",  # production refuses loopback
         },
         tmp_path / "bidding.log",
     )
