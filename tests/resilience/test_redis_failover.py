@@ -100,7 +100,9 @@ async def test_wait_vouches_only_for_writes_the_shards_replica_has(cluster: Redi
     other = next(c for c in range(74_100, 74_200) if shard_of(cluster, c)[0] is not master)
     assert replica.process is not None
     host, port = cluster.startup_nodes[0]
-    store = RedisBudgetStore.connect(host, port, cluster=True, wait_replicas=1, wait_timeout_ms=20)
+    # The paused replica never acknowledges, whatever the timeout; a generous one keeps a
+    # busy machine from making the healthy shard's replica look late too.
+    store = RedisBudgetStore.connect(host, port, cluster=True, wait_replicas=1, wait_timeout_ms=500)
     try:
         items = [reservation(CAMPAIGN, 10, total=100), reservation(other, 10, total=100)]
         os.kill(replica.process.pid, signal.SIGSTOP)

@@ -79,7 +79,9 @@ def _store(master: RedisServer, path: str, replicas: int, timeout_ms: int) -> Re
 async def store(
     request: pytest.FixtureRequest, pair: tuple[RedisServer, RedisServer]
 ) -> AsyncIterator[RedisBudgetStore]:
-    client = _store(pair[0], request.param, replicas=1, timeout_ms=30)
+    # A paused replica never confirms, whatever the timeout; a generous one keeps a busy
+    # machine from making a healthy replica look late.
+    client = _store(pair[0], request.param, replicas=1, timeout_ms=250)
     yield client
     await client.close()
 
@@ -174,7 +176,7 @@ def _replicas_in_sync(cluster: RedisCluster) -> bool:
 async def test_cluster_waits_on_the_node_that_owns_the_slot(redis_cluster: RedisCluster) -> None:
     wait_for(lambda: _replicas_in_sync(redis_cluster), timeout=30, what="replicas in sync")
     host, port = redis_cluster.startup_nodes[0]
-    one = RedisBudgetStore.connect(host, port, cluster=True, wait_replicas=1)
+    one = RedisBudgetStore.connect(host, port, cluster=True, wait_replicas=1, wait_timeout_ms=250)
     two = RedisBudgetStore.connect(host, port, cluster=True, wait_replicas=2, wait_timeout_ms=5)
     try:
         # Campaigns on all three shards in one batch; each master has one replica.
@@ -219,7 +221,7 @@ async def test_the_bidder_no_bids_what_redis_cannot_confirm_and_503s_such_a_win(
         redis_host="127.0.0.1",
         redis_port=master.port,
         redis_wait_replicas=1,
-        redis_wait_timeout_ms=20,
+        redis_wait_timeout_ms=250,
     )
     try:
         async with running_bidder(settings, bus=bus) as bidder:
