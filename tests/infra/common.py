@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
 import shutil
@@ -9,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,58 @@ def kill_process(process: subprocess.Popen[bytes] | None) -> None:
         return
     process.kill()
     process.wait(10)
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive free ports (`adplatform dev` takes a run)."""
+    for _ in range(50):
+        base = free_port()
+        if all(port_is_free(base + offset) for offset in range(1, count)):
+            return base
+    raise ServerStartError(f"no {count} consecutive free ports")
+
+
+@contextlib.contextmanager
+def serving(
+    argv: Callable[[int], Sequence[str]],
+    env: Callable[[int], Mapping[str, str]],
+    *,
+    ready: Callable[[int], bool],
+    log: Path,
+    what: str,
+    ports: int = 1,
+    timeout: float = 90.0,
+    attempts: int = 3,
+) -> Iterator[int]:
+    """A server process on `ports` consecutive free loopback ports, once `ready(port)`.
+
+    `argv` and `env` get the first port. A port can be taken between choosing and
+    binding it, so "address already in use" is retried on other ports; any other
+    failure to start is raised with the log's tail. Yields the first port and stops the
+    process (SIGTERM, then SIGKILL) afterwards.
+    """
+    for _ in range(attempts):
+        port = free_port_run(ports) if ports > 1 else free_port()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                list(argv(port)), stdout=out, stderr=subprocess.STDOUT, env=dict(env(port))
+            )
+        try:
+            wait_for(
+                functools.partial(ready, port),
+                timeout=timeout,
+                what=what,
+                process=process,
+                log=log,
+            )
+        except ServerStartError:
+            stop_process(process)
+            if "address already in use" in log.read_text(errors="replace").lower():
+                continue
+            raise
+        try:
+            yield port
+        finally:
+            stop_process(process)
+        return
+    raise ServerStartError(f"{what}: could not bind free ports in {attempts} attempts")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import subprocess
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from adplatform.campaigns.seed import DEMO_CAMPAIGNS
-from tests.infra.common import ServerStartError, free_port, port_is_free, stop_process, wait_for
+from tests.infra.common import serving
 from tests.integration.campaigns.support import is_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,65 +22,26 @@ ADMIN = "dev-test-admin"
 INTERNAL = "dev-test-internal"
 
 
-def _free_port_base() -> int:
-    for _ in range(50):
-        base = free_port()
-        if all(port_is_free(base + offset) for offset in range(1, 3)):
-            return base
-    raise ServerStartError("no three consecutive free ports")
-
-
 @pytest.fixture
 def dev_platform(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     log = tmp_path / "dev.log"
-    for _ in range(3):  # a port may be taken between choosing and binding it
-        base = _free_port_base()
-        env = {
-            **os.environ,
-            "ADMIN_API_KEY": ADMIN,
-            "INTERNAL_API_KEY": INTERNAL,
-            "DATABASE_URL": "",
-            "KAFKA_BROKERS": "",
-        }
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "adplatform",
-                    "dev",
-                    "--no-simulate",
-                    "--port-base",
-                    str(base),
-                    "--metrics-port",
-                    "0",
-                    "--database",
-                    str(tmp_path / "dev.db"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        url = f"http://127.0.0.1:{base}"
-        try:
-            wait_for(
-                functools.partial(is_ready, url),
-                timeout=90,
-                what="adplatform dev",
-                process=process,
-                log=log,
-            )
-        except ServerStartError:
-            stop_process(process)
-            if "address already in use" in log.read_text(errors="replace").lower():
-                continue
-            raise
-        try:
-            yield url, log
-        finally:
-            stop_process(process)
-        return
-    raise ServerStartError("adplatform dev could not bind its ports")
+    env = {
+        **os.environ,
+        "ADMIN_API_KEY": ADMIN,
+        "INTERNAL_API_KEY": INTERNAL,
+        "DATABASE_URL": "",
+        "KAFKA_BROKERS": "",
+    }
+    argv = [sys.executable, "-m", "adplatform", "dev", "--no-simulate", "--metrics-port", "0"]
+    with serving(
+        lambda base: [*argv, "--port-base", str(base), "--database", str(tmp_path / "dev.db")],
+        lambda _: env,
+        ready=lambda base: is_ready(f"http://127.0.0.1:{base}"),
+        log=log,
+        what="adplatform dev",
+        ports=3,
+    ) as base:
+        yield f"http://127.0.0.1:{base}", log
 
 
 def test_dev_mode_serves_the_api_with_demo_data(dev_platform: tuple[str, Path]) -> None:

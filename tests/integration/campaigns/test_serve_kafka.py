@@ -4,10 +4,8 @@ campaign id, in order), and the process logs JSON lines stamped with its service
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ import pytest
 
 from adplatform.core.bus import KafkaConsumer, ensure_topics
 from adplatform.core.events import CAMPAIGN_UPDATES_TOPIC, CampaignUpdate, decode_campaign_update
-from tests.infra.common import ServerStartError, free_port, stop_process, wait_for
+from tests.infra.common import serving
 from tests.infra.kafka import KafkaBroker
 from tests.integration.campaigns.support import (
     ADMIN_KEY,
@@ -38,47 +36,26 @@ def served(
     """The service's base URL and its log file."""
     ensure_topics([kafka_broker.bootstrap], {CAMPAIGN_UPDATES_TOPIC: 6})
     log = tmp_path / "campaigns.log"
-    for _ in range(3):  # a port may be taken between choosing and binding it
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": campaign_db,
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "INTERNAL_API_KEY": INTERNAL_KEY,
-            "KAFKA_BROKERS": kafka_broker.bootstrap,
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_PORT": str(port),
-            "METRICS_ENABLED": "false",
-            "LOG_LEVEL": "INFO",
-            "ENVIRONMENT": "test",
-        }
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "adplatform", "serve", "campaigns"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(
-                functools.partial(is_ready, url),
-                timeout=60,
-                what="adplatform serve campaigns",
-                process=process,
-                log=log,
-            )
-        except ServerStartError:
-            stop_process(process)
-            if "address already in use" in log.read_text(errors="replace").lower():
-                continue
-            raise
-        try:
-            yield url, log
-        finally:
-            stop_process(process)
-        return
-    raise ServerStartError("adplatform serve campaigns could not bind a port")
+    env = {
+        **os.environ,
+        "DATABASE_URL": campaign_db,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "INTERNAL_API_KEY": INTERNAL_KEY,
+        "KAFKA_BROKERS": kafka_broker.bootstrap,
+        "HTTP_HOST": "127.0.0.1",
+        "METRICS_ENABLED": "false",
+        "LOG_LEVEL": "INFO",
+        "ENVIRONMENT": "test",
+    }
+    with serving(
+        lambda _: [sys.executable, "-m", "adplatform", "serve", "campaigns"],
+        lambda port: {**env, "HTTP_PORT": str(port)},
+        ready=lambda port: is_ready(f"http://127.0.0.1:{port}"),
+        log=log,
+        what="adplatform serve campaigns",
+        timeout=60,
+    ) as port:
+        yield f"http://127.0.0.1:{port}", log
 
 
 async def _updates_of(
