@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adplatform.core.metrics import REGISTRY
 from tests.infra.common import PROJECT_ROOT
 from tests.infra.kafka import KafkaBroker
 from tests.infra.redis import RedisServer
@@ -25,15 +24,12 @@ from tests.unit.bidding.factories import (
     bidder_settings,
     bids_of,
     campaign,
+    metric,
     running_bidder,
     snapshot,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_redis_down_means_no_bid_not_error_and_not_ready() -> None:

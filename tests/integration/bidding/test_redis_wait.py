@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
 
 from adplatform.bidding.budget import BudgetStore, ReserveResult, SettleResult, WriteUnconfirmed
 from adplatform.bidding.budget_redis import RedisBudgetStore
@@ -32,6 +31,7 @@ from tests.unit.bidding.factories import (
     bidder_settings,
     bids_of,
     campaign,
+    metric,
     running_bidder,
     snapshot,
 )
@@ -204,10 +204,6 @@ async def test_store_contract_holds_with_wait(
     await check(store, 73_000 + offset + [c.__name__ for c in CHECKS].index(check.__name__))
 
 
-def _metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 async def test_the_bidder_no_bids_what_redis_cannot_confirm_and_503s_such_a_win(
     pair: tuple[RedisServer, RedisServer],
 ) -> None:
@@ -227,12 +223,12 @@ async def test_the_bidder_no_bids_what_redis_cannot_confirm_and_503s_such_a_win(
         async with running_bidder(settings, bus=bus) as bidder:
             (bid,) = bids_of(await bidder.bid(bid_request()))
             win = bid["nurl"].replace("${AUCTION_PRICE}", "1.5")
-            unconfirmed = _metric("bid_reservations_unconfirmed_total")
+            unconfirmed = metric("bid_reservations_unconfirmed_total")
             os.kill(replica.process.pid, signal.SIGSTOP)
             try:
                 response = await bidder.bid(bid_request())
                 assert response.status_code == 204  # a no-bid, not an error
-                assert _metric("bid_reservations_unconfirmed_total") == unconfirmed + 1
+                assert metric("bid_reservations_unconfirmed_total") == unconfirmed + 1
                 assert (await bidder.client.get("/ready")).status_code == 200  # Redis answers
                 assert (await bidder.notice(win)).status_code == 503  # exchange: retry it
             finally:

@@ -28,6 +28,7 @@ from adplatform.core.events import (
     Targeting,
     encode,
 )
+from adplatform.core.metrics import REGISTRY
 from tests.infra.common import free_port
 
 INTERNAL_KEY = "test-internal-key"
@@ -240,3 +241,8 @@ def bids_of(response: httpx.Response) -> list[dict[str, Any]]:
     if response.status_code != 200:
         return []
     return [bid for seat in response.json()["seatbid"] for bid in seat["bid"]]
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's registry (0 when the series does not exist yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -23,7 +23,6 @@ from adplatform.core.events import (
     decode_ad_event,
     encode,
 )
-from adplatform.core.metrics import REGISTRY
 from tests.unit.bidding.factories import (
     INTERNAL_KEY,
     RunningBidder,
@@ -33,13 +32,10 @@ from tests.unit.bidding.factories import (
     bids_of,
     campaign,
     creative,
+    metric,
     running_bidder,
     snapshot,
 )
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def events(bus: EventBus, bidder: RunningBidder) -> list[tuple[bytes | None, AdEvent]]:

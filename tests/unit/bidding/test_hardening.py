@@ -25,20 +25,16 @@ from adplatform.bidding.openrtb import decode_bid_request
 from adplatform.bidding.pacing import utc_day
 from adplatform.core.bus import EventBus, _LogThrottle
 from adplatform.core.config import MissingSettingError, Settings
-from adplatform.core.metrics import REGISTRY
 from tests.unit.bidding.factories import (
     SnapshotServer,
     bid_request,
     bidder_settings,
     bids_of,
     campaign,
+    metric,
     running_bidder,
     snapshot,
 )
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -98,9 +94,7 @@ async def test_explicit_nulls_for_defaulted_fields_are_tolerated() -> None:
         await server.stop()
 
 
-async def test_a_floor_equal_to_the_bid_is_met_and_converted_prices_never_fall_under_it() -> (
-    None
-):
+async def test_a_floor_equal_to_the_bid_is_met_and_converted_prices_never_fall_under_it() -> None:
     server = await SnapshotServer(snapshot([campaign(cpm=4_030_000)])).start()
     try:
         settings = bidder_settings(server.url, bid_currency_rates={"EUR": 1.08})
@@ -184,9 +178,7 @@ async def test_head_requests_on_the_pixel_and_click_are_not_counted() -> None:
             assert metric("tracking_events_total", type="impression", result="counted") == shown
             assert metric("tracking_events_total", type="click", result="counted") == clicked
             assert (await bidder.client.get(pixel)).status_code == 200
-            assert (
-                metric("tracking_events_total", type="impression", result="counted") == shown + 1
-            )
+            assert metric("tracking_events_total", type="impression", result="counted") == shown + 1
     finally:
         await server.stop()
 
