@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.infra.common import ServerStartError, free_port, port_is_free, stop_process, wait_for
+from tests.infra.common import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,58 +27,23 @@ def _analytics_ready(url: str) -> bool:
 
 @pytest.fixture
 def dev_analytics(tmp_path: Path) -> Iterator[str]:
-    log = tmp_path / "dev.log"
-    for _ in range(3):  # a port may be taken between choosing and binding it
-        base = free_port()
-        if not all(port_is_free(base + offset) for offset in range(1, 3)):
-            continue
-        env = {
-            **os.environ,
-            "ADMIN_API_KEY": ADMIN,
-            "DATABASE_URL": "",
-            "KAFKA_BROKERS": "",
-            "REDIS_HOST": "",
-        }
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "adplatform",
-                    "dev",
-                    "--port-base",
-                    str(base),
-                    "--metrics-port",
-                    "0",
-                    "--rate",
-                    "50",
-                    "--database",
-                    str(tmp_path / "dev.db"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        url = f"http://127.0.0.1:{base + 2}"
-        try:
-            wait_for(
-                functools.partial(_analytics_ready, url),
-                timeout=90,
-                what="adplatform dev (analytics)",
-                process=process,
-                log=log,
-            )
-        except ServerStartError:
-            stop_process(process)
-            if "address already in use" in log.read_text(errors="replace").lower():
-                continue
-            raise
-        try:
-            yield url
-        finally:
-            stop_process(process)
-        return
-    raise ServerStartError("adplatform dev could not bind its ports")
+    env = {
+        **os.environ,
+        "ADMIN_API_KEY": ADMIN,
+        "DATABASE_URL": "",
+        "KAFKA_BROKERS": "",
+        "REDIS_HOST": "",
+    }
+    argv = [sys.executable, "-m", "adplatform", "dev", "--metrics-port", "0", "--rate", "50"]
+    with serving(
+        lambda base: [*argv, "--port-base", str(base), "--database", str(tmp_path / "dev.db")],
+        lambda _: env,
+        ready=lambda base: _analytics_ready(f"http://127.0.0.1:{base + 2}"),
+        log=tmp_path / "dev.log",
+        what="adplatform dev (analytics)",
+        ports=3,
+    ) as base:
+        yield f"http://127.0.0.1:{base + 2}"
 
 
 def _top_campaign(url: str) -> tuple[int, int]:
