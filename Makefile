@@ -57,3 +57,6 @@ clean:  ## remove the virtualenv, caches and the embedded database
 .PHONY: dashboard
 dashboard:  ## rebuild the analytics dashboard bundle (npm) into src/adplatform/analytics/static
 	cd src/adplatform/analytics/frontend && npm ci --no-audit --no-fund && npm run build
+	@# stamp the bundle with the sources it was built from (tests/unit/analytics checks it)
+	cd src/adplatform/analytics/frontend && find . -path ./node_modules -prune -o -type f -print \
+	  | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1 > ../static/SOURCES.sha256
