@@ -157,9 +157,14 @@ class AnalyticsConsumer:
                 batch = None
                 if messages:
                     # Decode this batch while the previous one commits, as if that
-                    # commit succeeds; if it does not, this batch is dropped below.
-                    batch = prepare_batch(
-                        messages, {**self.positions, **inflight_offsets}, self.recent
+                    # commit succeeds; if it does not, this batch is dropped below. In
+                    # a worker thread: decoding on the loop would hold up the commit's
+                    # own round trips, and the database would wait for the decode.
+                    batch = await asyncio.to_thread(
+                        prepare_batch,
+                        messages,
+                        {**self.positions, **inflight_offsets},
+                        self.recent,
                     )
                     self.recent.add(batch.ids)
                 if inflight is not None:
