@@ -10,7 +10,6 @@ deadline that comes too close means no-bid rather than a late answer.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from adplatform.bidding.index import (
     domain_suffixes,
     normalize_domain,
     normalize_os,
+    small_key_cache,
 )
 from adplatform.bidding.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid, encode_response
 from adplatform.bidding.pacing import daily_limit, utc_day
@@ -113,31 +113,15 @@ def _sizes(imp: Imp) -> list[tuple[int, int]]:
 
 
 # Block lists repeat across requests (an exchange sends each publisher's lists with
-# every request), so their normalized forms are cached by value; very long lists are
-# not (a cache keeps its keys, and their size is the request's to choose).
-BLOCK_LIST_CACHED: Final = 128
-
-
-def _upper(values: tuple[str, ...]) -> frozenset[str]:
+# every request), so their normalized forms are cached by value.
+@small_key_cache(maxsize=4096, max_len=128)
+def _upper_set(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(v.strip().upper() for v in values if isinstance(v, str) and v.strip())
 
 
-def _domains(values: tuple[str, ...]) -> frozenset[str]:
+@small_key_cache(maxsize=1024, max_len=128)
+def _domain_set(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(filter(None, (normalize_domain(d) for d in values)))
-
-
-_upper_cached: Final = functools.lru_cache(maxsize=4096)(_upper)
-_domains_cached: Final = functools.lru_cache(maxsize=1024)(_domains)
-
-
-def _upper_set(values: list[str]) -> frozenset[str]:
-    key = tuple(values)
-    return _upper_cached(key) if len(key) <= BLOCK_LIST_CACHED else _upper(key)
-
-
-def _domain_set(values: list[str]) -> frozenset[str]:
-    key = tuple(values)
-    return _domains_cached(key) if len(key) <= BLOCK_LIST_CACHED else _domains(key)
 
 
 def request_context(request: BidRequest, now: float, mono: float) -> RequestContext:
@@ -172,9 +156,9 @@ def request_context(request: BidRequest, now: float, mono: float) -> RequestCont
                 (app.cat or []) + (app.sectioncat or []) + (app.pagecat or [])
             )
     if request.bcat:
-        ctx.bcat = _upper_set(request.bcat)
+        ctx.bcat = _upper_set(tuple(request.bcat))
     if request.badv:
-        ctx.badv = _domain_set(request.badv)
+        ctx.badv = _domain_set(tuple(request.badv))
     if request.wseat:
         ctx.wseat = frozenset(request.wseat)
     if request.bseat:

@@ -19,10 +19,10 @@ import bisect
 import functools
 import html
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adplatform.core.events import CampaignSnapshot, CampaignState, CampaignUpdate, CreativeState
@@ -56,23 +56,38 @@ def normalize_os(name: str | None) -> str | None:
 
 MAX_HOST: Final = 253
 """The longest a DNS host name can be; a longer "domain" matches nothing."""
-CACHED_TEXT: Final = 256
-"""Longer inputs are normalized without the caches below: the caches keep their keys,
-and a key's size is the request's to choose."""
-CACHED_ITEMS: Final = 32
-"""Category lists longer than this are not cached either."""
+
+K = TypeVar("K", str, tuple[str, ...])
+V = TypeVar("V")
+
+
+def small_key_cache(
+    *, maxsize: int, max_len: int
+) -> Callable[[Callable[[K], V]], Callable[[K], V]]:
+    """An LRU cache for normalizing values that requests repeat (domains, category
+    and block lists), used only for keys of at most `max_len` characters or items: a
+    cache keeps its keys, and a key's size is the request's to choose, so larger ones
+    are computed without it. `cache_info` is the LRU cache's."""
+
+    def decorate(function: Callable[[K], V]) -> Callable[[K], V]:
+        cached = functools.lru_cache(maxsize=maxsize)(function)
+
+        def lookup(key: K) -> V:
+            return cached(key) if len(key) <= max_len else function(key)
+
+        lookup.cache_info = cached.cache_info  # type: ignore[attr-defined]  # for tests
+        return lookup
+
+    return decorate
 
 
 def normalize_domain(domain: str | None) -> str | None:
     """The host of a domain or URL: lower case, no scheme, path, port or `www.`."""
-    if not domain:
-        return None
-    if len(domain) > CACHED_TEXT:
-        return _normalize_domain(domain)
-    return _normalize_domain_cached(domain)
+    return _host(domain) if domain else None
 
 
-def _normalize_domain(domain: str) -> str | None:
+@small_key_cache(maxsize=65536, max_len=256)
+def _host(domain: str) -> str | None:
     value = domain.strip().lower().rstrip(".")
     if "://" in value:
         value = value.split("://", 1)[1]
@@ -84,20 +99,14 @@ def _normalize_domain(domain: str) -> str | None:
     return value or None
 
 
-_normalize_domain_cached: Final = functools.lru_cache(maxsize=65536)(_normalize_domain)
-
-
 def domain_suffixes(domain: str | None) -> frozenset[str]:
     """`a.news.example.com` -> itself, `news.example.com`, `example.com`: a list entry
     for a domain covers its subdomains."""
-    if not domain:
-        return frozenset()
-    if len(domain) > CACHED_TEXT:
-        return _domain_suffixes(domain)
-    return _domain_suffixes_cached(domain)
+    return _suffixes(domain) if domain else frozenset()
 
 
-def _domain_suffixes(domain: str) -> frozenset[str]:
+@small_key_cache(maxsize=65536, max_len=256)
+def _suffixes(domain: str) -> frozenset[str]:
     value = normalize_domain(domain)
     if value is None:
         return frozenset()
@@ -105,17 +114,12 @@ def _domain_suffixes(domain: str) -> frozenset[str]:
     return frozenset(".".join(parts[i:]) for i in range(len(parts) - 1)) or frozenset({value})
 
 
-_domain_suffixes_cached: Final = functools.lru_cache(maxsize=65536)(_domain_suffixes)
-
-
 def category_closure(categories: Iterable[str]) -> frozenset[str]:
     """IAB categories plus their parents (`IAB1-2` -> `IAB1-2`, `IAB1`)."""
-    values = tuple(categories)
-    if len(values) > CACHED_ITEMS:
-        return _closure(values)
-    return _closure_cached(values)
+    return _closure(tuple(categories))
 
 
+@small_key_cache(maxsize=16384, max_len=32)
 def _closure(categories: tuple[str, ...]) -> frozenset[str]:
     out: set[str] = set()
     for raw in categories:
@@ -126,9 +130,6 @@ def _closure(categories: tuple[str, ...]) -> frozenset[str]:
         if "-" in cat:
             out.add(cat.split("-", 1)[0])
     return frozenset(out)
-
-
-_closure_cached: Final = functools.lru_cache(maxsize=16384)(_closure)
 
 
 def _timestamp(value: datetime | None, default: float) -> float:
