@@ -32,7 +32,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -205,7 +205,8 @@ class InMemoryBroker:
         self.default_partitions = partitions
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: dict[asyncio.Future[None], frozenset[str] | None] = {}
+        """Consumers sleeping in `poll`, with the topics they read (None: any)."""
         self.available = True
         """Tests flip this to simulate an outage: sends queue, publishes fail."""
 
@@ -230,25 +231,33 @@ class InMemoryBroker:
         part.messages.append(message)
         return message
 
-    def wake(self) -> None:
-        """Wake every consumer waiting in `poll` (new data, or a group change)."""
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
+    def wake(self, topics: Collection[str] | None = None) -> None:
+        """Wake the consumers waiting in `poll` that read any of `topics` (new data),
+        or all of them (None: a group change). Only those: the bidder appends an event
+        per bid, and its campaign-updates consumer has nothing to do with them."""
+        woken = [
+            waiter
+            for waiter, wanted in self._waiters.items()
+            if topics is None or wanted is None or not wanted.isdisjoint(topics)
+        ]
+        for waiter in woken:
+            del self._waiters[waiter]
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def notify(self) -> None:
-        self.wake()
+    async def notify(self, topics: Collection[str] | None = None) -> None:
+        self.wake(topics)
 
-    async def wait_for_data(self, timeout: float) -> None:
-        """Sleep until `wake()` or `timeout`; a plain future, so cancelling is clean."""
+    async def wait_for_data(self, timeout: float, topics: Iterable[str] | None = None) -> None:
+        """Sleep until `wake()` for one of `topics` (None: any) or `timeout`; a plain
+        future, so cancelling is clean."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
+        self._waiters[waiter] = None if topics is None else frozenset(topics)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout)
         finally:
-            self._waiters.discard(waiter)
+            self._waiters.pop(waiter, None)
 
     def read(self, tp: TopicPartition, offset: int, limit: int) -> list[Message]:
         topic, partition = tp
@@ -322,30 +331,36 @@ class InMemoryProducer(EventProducer):
 
     def _drain_soon(self) -> None:
         self._drain_scheduled = False
-        if self._drain():
-            self.broker.wake()
+        topics = self._drain()
+        if topics:
+            self.broker.wake(topics)
 
-    def _drain(self) -> bool:
+    def _drain(self) -> dict[str, int]:
+        """Move the buffer to the broker; how many messages went to each topic."""
         if not self.broker.available or not self._buffer:
-            return False
+            return {}
+        counts: dict[str, int] = {}
         for topic, key, value in self._buffer:
             self.broker.append(topic, key, value)
-            EVENTS_PUBLISHED.labels(topic).inc()
+            counts[topic] = counts.get(topic, 0) + 1
         self._buffer.clear()
-        return True
+        for topic, count in counts.items():
+            EVENTS_PUBLISHED.labels(topic).inc(count)
+        return counts
 
     async def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
         if not self.broker.available:
             EVENTS_PUBLISH_FAILURES.labels(topic).inc()
             raise PublishError(f"in-process broker unavailable; {topic} message not delivered")
-        self._drain()
+        topics = [*self._drain(), topic]
         self.broker.append(topic, _key_bytes(key), value)
         EVENTS_PUBLISHED.labels(topic).inc()
-        await self.broker.notify()
+        await self.broker.notify(topics)
 
     async def flush(self, timeout: float = 10.0) -> int:
-        if self._drain():
-            await self.broker.notify()
+        topics = self._drain()
+        if topics:
+            await self.broker.notify(topics)
         return len(self._buffer)
 
     def pending(self) -> int:
@@ -455,7 +470,7 @@ class InMemoryConsumer(EventConsumer):
             remaining = deadline - time.monotonic()
             if batch or remaining <= 0:
                 return batch
-            await self.broker.wait_for_data(min(remaining, 0.05))
+            await self.broker.wait_for_data(min(remaining, 0.05), self.topics)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self._fixed is not None:

@@ -43,6 +43,23 @@ async def test_poll_wakes_up_on_new_data() -> None:
     assert [m.value for m in batch] == [b"v"]
 
 
+async def test_appends_wake_only_the_consumers_of_their_topic() -> None:
+    """The bidder sends an event per bid to ad-events; its campaign-updates consumer
+    must not be woken (and re-poll every partition) for each of them."""
+    broker = InMemoryBroker()
+    producer = InMemoryProducer(broker)
+    updates = asyncio.create_task(broker.wait_for_data(5.0, ["campaign-updates"]))
+    events = asyncio.create_task(broker.wait_for_data(5.0, ["ad-events"]))
+    anything = asyncio.create_task(broker.wait_for_data(5.0))
+    await asyncio.sleep(0)
+    producer.send("ad-events", "1", b"bid")
+    await asyncio.sleep(0.02)
+    assert events.done() and anything.done()
+    assert not updates.done()
+    await producer.publish("campaign-updates", "1", b"paused")
+    await asyncio.wait_for(updates, 1.0)
+
+
 async def test_committed_offsets_and_assign_hook() -> None:
     broker = InMemoryBroker(partitions=2)
     bus = EventBus([], memory=broker)
