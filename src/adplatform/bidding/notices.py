@@ -87,7 +87,9 @@ class Notices:
 
     def verify(self, kind: str, payload: str | None, signature: str | None) -> TrackingData:
         try:
-            return self.tracker.verify(payload, signature, time.time())
+            return self.tracker.verify(
+                payload, signature, time.time(), shown=kind in (IMPRESSION, CLICK)
+            )
         except TrackingError:
             if kind != LOSS:
                 metrics.TRACKING[(kind, INVALID)].inc()

@@ -6,11 +6,16 @@ and its currency, the reservation's day, an expiry) as `d` = base64url(msgspec J
 and `s` = a truncated HMAC-SHA256 of `d` under `TRACKING_SECRET`. Any replica can
 verify and settle a notice without a look-up, and a forged, altered or expired URL is
 refused before it touches Redis. The five URLs of a bid share one payload and one
-signature (one HMAC per bid on the hot path): the notice type is the path, which is
-no secret from anyone who sees the bid response, since the response holds all five
-URLs anyway. Click URLs also carry the landing page, `u`, signed with the creative
-id in `k` (computed once per creative), so the redirect can never be pointed
-elsewhere. Repeats are recognised by deterministic event ids in the budget store.
+HMAC (one per bid on the hot path), but not one signature: the win, billing and loss
+URLs, which only the exchange sees, carry the first half of the MAC, and the pixel and
+click URLs, which sit in the ad markup on the publisher's page, carry the second. Who
+sees the page can then not move its `d` and `s` to `/t/win?p=0` (settling the
+impression at nothing before the exchange's notice) or to `/t/loss` (giving the
+reservation back); one half tells nothing about the other. The pixel and click also
+take the notices' half (whoever has that is the exchange, which sees the markup
+anyway). Click URLs also carry the landing page, `u`, signed with the creative id in
+`k` (computed once per creative), so the redirect can never be pointed elsewhere.
+Repeats are recognised by deterministic event ids in the budget store.
 """
 
 from __future__ import annotations
@@ -128,12 +133,15 @@ class Tracker:
         self._impression = self.base + "imp?"
         self._click = self.base + "click?"
 
-    def _mac(self, message: bytes) -> str:
+    def _digest(self, message: bytes) -> bytes:
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return _b64(outer.digest()[:SIGNATURE_BYTES])
+        return outer.digest()
+
+    def _mac(self, message: bytes) -> str:
+        return _b64(self._digest(message)[:SIGNATURE_BYTES])
 
     def landing_params(self, creative_id: int, landing: str) -> str:
         """`&u=...&k=...` for a creative's click URLs (computed once per creative)."""
@@ -142,28 +150,39 @@ class Tracker:
         return f"&u={encoded}&k={signature}"
 
     def signed(self, data: TrackingData) -> str:
-        """`d=...&s=...`: the query every URL of one bid starts with."""
+        """`d=...&s=...`: the query of the win, billing and loss URLs of one bid."""
         payload = _b64(_encoder.encode(data))
         return f"d={payload}&s={self._mac(payload.encode())}"
 
     def bid_urls(self, data: TrackingData, landing_params: str) -> BidUrls:
-        query = self.signed(data)
+        payload = _b64(_encoder.encode(data))
+        digest = self._digest(payload.encode())
+        head = "d=" + payload + "&s="
+        query = head + _b64(digest[:SIGNATURE_BYTES])
+        shown = head + _b64(digest[SIGNATURE_BYTES:])
         return BidUrls(
             nurl=self._win + query + _PRICE_PARAM,
             burl=self._billing + query + _PRICE_PARAM,
             lurl=self._loss + query,
-            impression=self._impression + query,
-            click=self._click + query + landing_params,
+            impression=self._impression + shown,
+            click=self._click + shown + landing_params,
         )
 
-    def verify(self, payload: str | None, signature: str | None, now: float) -> TrackingData:
-        """The signed data, or `TrackingError` (400 malformed, 403 forged, 410 expired)."""
+    def verify(
+        self, payload: str | None, signature: str | None, now: float, *, shown: bool = False
+    ) -> TrackingData:
+        """The signed data, or `TrackingError` (400 malformed, 403 forged, 410 expired).
+        `shown`: a pixel or click URL (from the ad markup); the win, billing and loss
+        notices take only the signature the markup does not carry."""
         if not payload or not signature:
             raise TrackingError(400, "malformed_url", "tracking URL lacks its d or s parameter")
         if len(payload) > MAX_PARAM or len(signature) > 64:
             raise TrackingError(400, "malformed_url", "tracking URL parameters are too long")
-        expected = self._mac(payload.encode("utf-8", "replace"))
-        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        digest = self._digest(payload.encode("utf-8", "replace"))
+        given = signature.encode("utf-8", "replace")
+        if not hmac.compare_digest(_b64(digest[:SIGNATURE_BYTES]).encode(), given) and not (
+            shown and hmac.compare_digest(_b64(digest[SIGNATURE_BYTES:]).encode(), given)
+        ):
             raise TrackingError(403, "bad_signature", "tracking URL signature does not match")
         try:
             data = _decoder.decode(_unb64(payload))

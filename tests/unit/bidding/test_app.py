@@ -260,6 +260,32 @@ async def test_bad_notices_are_4xx_and_not_counted(world: Any) -> None:
     assert view.reserved >= 3000  # still reserved: nothing settled
 
 
+async def test_the_ad_markups_urls_cannot_be_turned_into_win_billing_or_loss_notices(
+    world: Any,
+) -> None:
+    """The adm is shown on the publisher's page: whoever sees it must not be able to
+    settle the impression at price 0 before the exchange does, or give its reservation
+    back, by moving the pixel's or the click's `d` and `s` to another notice path."""
+    _, bidder, _ = world
+    store = bidder.bidder.store
+    day = utc_day(time.time())
+    before = await store.view(501, day)
+    (bid,) = bids_of(await bidder.bid(bid_request()))
+    adm = bid["adm"].replace("&amp;", "&")
+    for public in (adm.split('<img src="')[-1].split('"')[0], adm.split('href="')[1].split('"')[0]):
+        _, params = split(public)
+        signed = {"d": params["d"], "s": params["s"]}
+        for path in ("/t/win", "/t/billing"):
+            forged = await bidder.client.get(path, params={**signed, "p": "0"})
+            assert forged.status_code == 403
+        assert (await bidder.client.get("/t/loss", params=signed)).status_code == 403
+    view = await store.view(501, day)
+    assert (view.spent, view.reserved) == (before.spent, before.reserved + 3000)
+    # the exchange's own notice still settles, at its price
+    assert (await bidder.notice(bid["nurl"].replace("${AUCTION_PRICE}", "1.5"))).status_code == 204
+    assert (await store.view(501, day)).spent == before.spent + 1500
+
+
 async def test_loss_notice_gives_the_reservation_back(world: Any) -> None:
     _, bidder, _ = world
     store = bidder.bidder.store

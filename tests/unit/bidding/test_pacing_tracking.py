@@ -59,15 +59,32 @@ def test_urls_verify_and_carry_their_data() -> None:
     assert "${AUCTION_PRICE}" in urls.nurl
     for url in (urls.nurl, urls.burl, urls.lurl, urls.impression, urls.click):
         params = query(url)
+        assert tracker.verify(params["d"], params["s"], time.time(), shown=True) == data()
+    for url in (urls.nurl, urls.burl, urls.lurl):
+        params = query(url)
         assert tracker.verify(params["d"], params["s"], time.time()) == data()
     click = query(urls.click)
     landing = tracker.verify_landing(data(), click["u"], click["k"])
     assert landing == "https://brand.example/x?a=1"
 
 
+def test_the_markups_urls_do_not_sign_the_exchanges_notices() -> None:
+    """The pixel and click sit on the publisher's page: their signature must not be
+    good for a win, billing or loss notice (`shown=False`)."""
+    urls = tracker.bid_urls(data(), tracker.landing_params(9, "https://a.example"))
+    for url in (urls.impression, urls.click):
+        params = query(url)
+        assert params["s"] != query(urls.nurl)["s"]
+        with pytest.raises(TrackingError) as caught:
+            tracker.verify(params["d"], params["s"], time.time())
+        assert caught.value.status == 403
+
+
+@pytest.mark.parametrize("shown", [False, True])
 @pytest.mark.parametrize("mutate", ["payload", "signature", "secret"])
-def test_forged_or_altered_urls_are_refused(mutate: str) -> None:
-    params = query(tracker.bid_urls(data(), "").impression)
+def test_forged_or_altered_urls_are_refused(mutate: str, shown: bool) -> None:
+    urls = tracker.bid_urls(data(), "")
+    params = query(urls.impression if shown else urls.lurl)
     payload, signature = params["d"], params["s"]
     checker = tracker
     if mutate == "payload":
@@ -78,15 +95,17 @@ def test_forged_or_altered_urls_are_refused(mutate: str) -> None:
     else:
         checker = Tracker(b"other", "https://bid.example", 3600)
     with pytest.raises(TrackingError) as caught:
-        checker.verify(payload, signature, time.time())
+        checker.verify(payload, signature, time.time(), shown=shown)
     assert caught.value.status == 403
 
 
 def test_expired_and_malformed_urls() -> None:
-    params = query(tracker.bid_urls(data(x=int(time.time()) - 1), "").impression)
-    with pytest.raises(TrackingError) as caught:
-        tracker.verify(params["d"], params["s"], time.time())
-    assert caught.value.status == 410
+    urls = tracker.bid_urls(data(x=int(time.time()) - 1), "")
+    for url, shown in ((urls.impression, True), (urls.nurl, False)):
+        params = query(url)
+        with pytest.raises(TrackingError) as caught:
+            tracker.verify(params["d"], params["s"], time.time(), shown=shown)
+        assert caught.value.status == 410
     with pytest.raises(TrackingError) as caught:
         tracker.verify(None, "x", time.time())
     assert caught.value.status == 400
