@@ -82,16 +82,21 @@ def small_key_cache(
 
 
 def normalize_domain(domain: str | None) -> str | None:
-    """The host of a domain or URL: lower case, no scheme, path, port or `www.`."""
+    """The host of a domain or URL: lower case, no scheme, user info, path, query,
+    fragment, port, final dot or `www.`."""
     return _host(domain) if domain else None
 
 
 @small_key_cache(maxsize=65536, max_len=256)
 def _host(domain: str) -> str | None:
-    value = domain.strip().lower().rstrip(".")
+    value = domain.strip().lower()
     if "://" in value:
         value = value.split("://", 1)[1]
-    value = value.split("/", 1)[0].split(":", 1)[0]
+    elif value.startswith("//"):  # scheme-relative
+        value = value[2:]
+    # The authority ends at the first `/`, `?` or `#`; user info ends at its last `@`.
+    value = value.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    value = value.split(":", 1)[0].rstrip(".")
     if value.startswith("www."):
         value = value[4:]
     if len(value) > MAX_HOST:

@@ -272,3 +272,22 @@ def test_many_buckets_stay_sorted_after_updates(count: int) -> None:
         assert keys == sorted(keys)
     best = max(index.campaigns(), key=lambda c: (c.price_cpm_micros, -c.id))
     assert winner(index, bid_request()) == best.id
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "https://bad.example?utm=1",  # a query straight after the host (no path)
+        "https://x.bad.example#top",
+        "https://bad.example./a",  # the fully qualified form, with its final dot
+        "https://user:pw@bad.example/a",  # userinfo before the host
+        "//bad.example/a",  # scheme-relative
+        "HTTPS://WWW.BAD.EXAMPLE.:8443/",
+    ],
+)
+def test_a_page_url_in_any_valid_form_is_matched_by_its_host(page: str) -> None:
+    index = index_of(
+        campaign(84, cpm=5_000_000, domains_block=["bad.example"]),
+        campaign(85, cpm=2_000_000, domains_allow=["bad.example"]),
+    )
+    assert winner(index, bid_request(site={"page": page})) == 85
