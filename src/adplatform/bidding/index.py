@@ -107,12 +107,28 @@ def _host(domain: str) -> str | None:
 def domain_suffixes(domain: str | None) -> frozenset[str]:
     """`a.news.example.com` -> itself, `news.example.com`, `example.com`: a list entry
     for a domain covers its subdomains."""
-    return _suffixes(domain) if domain else frozenset()
+    if not domain:
+        return frozenset()
+    suffixes = _suffixes(domain)
+    return _suffix_set(normalize_domain(domain)) if suffixes is None else suffixes
+
+
+MAX_CACHED_LABELS: Final = 10
+"""A host's suffix set grows with the square of its labels (a 253-character host of
+120 labels: about 30 KB), so a deeper host, which no real site has, is not cached."""
 
 
 @small_key_cache(maxsize=65536, max_len=256)
-def _suffixes(domain: str) -> frozenset[str]:
+def _suffixes(domain: str) -> frozenset[str] | None:
+    """The suffix set, or None (the cache's small stand-in) for a host of more than
+    `MAX_CACHED_LABELS` labels."""
     value = normalize_domain(domain)
+    if value is not None and value.count(".") >= MAX_CACHED_LABELS:
+        return None
+    return _suffix_set(value)
+
+
+def _suffix_set(value: str | None) -> frozenset[str]:
     if value is None:
         return frozenset()
     parts = value.split(".")

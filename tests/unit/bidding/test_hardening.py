@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,26 @@ def test_a_host_longer_than_dns_allows_matches_nothing_and_is_not_cached() -> No
     assert suffix_cache_size() == before
     ok = "https://news.example.com/" + "y" * 5000
     assert index_module.domain_suffixes(ok) == {"news.example.com", "example.com"}
+
+
+def test_deep_hosts_cannot_fill_memory_through_the_suffix_cache() -> None:
+    # A publisher with a wildcard DNS name can send a new host of a hundred labels with
+    # every request; its suffix set is over 100 strings. Kept in the 65,536-entry cache,
+    # such hosts held about 30 KB each (2 GB in all, twice the chart's memory limit).
+    hosts = [f"{n}." + "a." * 118 + "example.com" for n in range(300)]
+    assert len(hosts[0]) <= 253
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for host in hosts:
+            assert "a.example.com" in index_module.domain_suffixes(host)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert kept / len(hosts) < 2_000, f"{kept / len(hosts):.0f} bytes kept per host"
+    assert index_module.domain_suffixes(hosts[0]) == index_module.domain_suffixes(hosts[0])
+    assert len(index_module.domain_suffixes(hosts[0])) == 120  # all but the TLD
 
 
 async def test_explicit_nulls_for_defaulted_fields_are_tolerated() -> None:
