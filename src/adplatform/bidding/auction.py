@@ -315,7 +315,9 @@ class Auction:
                 if rate:
                     choice = (code, rate)
                     break
-        if len(self._currencies) < 4096:  # bounded: requests choose these lists
+        # Bounded in number and size: requests choose these lists (`cur` may hold 512
+        # codes; exchanges send one to three).
+        if len(self._currencies) < 4096 and len(accepted) <= 16:
             self._currencies[accepted] = choice
         return choice
 

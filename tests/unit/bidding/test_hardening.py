@@ -14,16 +14,19 @@ import msgspec
 import pytest
 
 from adplatform.bidding import index as index_module
-from adplatform.bidding.auction import _price
+from adplatform.bidding.auction import Auction, StoreHealth, _price
 from adplatform.bidding.budget import (
     MemoryBudgetStore,
     Reservation,
+    ReservationBatcher,
     ReserveResult,
     StoreUnavailable,
 )
+from adplatform.bidding.index import TargetingIndex
 from adplatform.bidding.main import check_public_url
 from adplatform.bidding.openrtb import decode_bid_request
 from adplatform.bidding.pacing import utc_day
+from adplatform.bidding.tracking import Tracker
 from adplatform.core.bus import EventBus, _LogThrottle
 from adplatform.core.config import MissingSettingError, Settings
 from tests.unit.bidding.factories import (
@@ -246,3 +249,25 @@ async def test_log_throttle_says_how_many_lines_it_left_out() -> None:
     await asyncio.sleep(0.06)
     assert throttle.due("ad-events")
     assert throttle.take("ad-events") == {"suppressed": 5}
+
+
+def test_long_cur_lists_are_not_kept_by_the_currency_cache() -> None:
+    # `cur` may hold 512 codes of 128 characters: 4,096 such lists kept as cache keys
+    # would be about 390 MB.
+    auction = Auction(
+        index=TargetingIndex(),
+        batcher=ReservationBatcher(MemoryBudgetStore()),
+        health=StoreHealth(),
+        tracker=Tracker(b"secret", "http://bidder.test", 60),
+        timeout_ms=100,
+        safety_margin_ms=10,
+        reservation_timeout_s=60,
+        pacing_ahead_s=900,
+        currency_rates={"EUR": 1.08},
+    )
+    assert auction._bid_currency(("GBP", "eur")) == ("EUR", 1.08)
+    assert len(auction._currencies) == 1  # the lists exchanges send are kept
+    long_list = (*(f"X{n:03d}" + "Y" * 120 for n in range(500)), "EUR")
+    assert auction._bid_currency(long_list) == ("EUR", 1.08)
+    assert auction._bid_currency(long_list[:-1]) is None
+    assert len(auction._currencies) == 1
