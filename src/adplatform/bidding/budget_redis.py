@@ -774,9 +774,15 @@ class RedisBudgetStore(BudgetStore):
             for campaign_id in group:
                 prefix = _prefix(campaign_id)
                 keys += (prefix + "b", prefix + "r", prefix + "x")
-            async with self._limit:
-                raw = await self._sweep(self.client, len(keys), *keys, now_ms, SWEEP_LIMIT, keep)
-            return int(raw)
+            released = 0
+            while True:  # a call releases at most SWEEP_LIMIT per campaign: again
+                async with self._limit:  # until no campaign can have had more
+                    raw = await self._sweep(
+                        self.client, len(keys), *keys, now_ms, SWEEP_LIMIT, keep
+                    )
+                released += int(raw)
+                if int(raw) < SWEEP_LIMIT:
+                    return released
 
         try:
             counts = await asyncio.gather(*(one(group) for group in groups))

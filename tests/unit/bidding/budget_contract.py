@@ -182,6 +182,19 @@ async def check_late_settlement(store: BudgetStore, cid: int) -> None:
     assert view.spent == 400
 
 
+async def check_release_expired_releases_them_all(store: BudgetStore, cid: int) -> None:
+    """A campaign that stopped bidding (paused) with more expired reservations than one
+    script call releases: the sweeper visits it once, so that visit must give back all
+    of them, not leave the rest reserved until the campaign bids again."""
+    items = [reservation(cid, 10, total=1_000_000, expires_in_ms=50) for _ in range(450)]
+    results, _ = await store.reserve_many(items, now_ms())
+    assert results == [R.RESERVED] * 450
+    await asyncio.sleep(0.1)
+    assert await store.release_expired([cid], now_ms()) == 450
+    view = await store.view(cid, utc_day(time.time()))
+    assert (view.reserved, view.reservations) == (0, 0)
+
+
 async def check_mark_once(store: BudgetStore, cid: int) -> None:
     assert await store.mark_once(cid, "event-1", 60)
     assert not await store.mark_once(cid, "event-1", 60)
@@ -199,5 +212,6 @@ CHECKS = [
     check_release,
     check_expiry_releases_budget_and_cap,
     check_late_settlement,
+    check_release_expired_releases_them_all,
     check_mark_once,
 ]
