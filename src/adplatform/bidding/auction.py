@@ -102,14 +102,15 @@ def _sizes(imp: Imp) -> list[tuple[int, int]]:
     if not banner.format:
         w, h = banner.w, banner.h
         return [(w, h)] if w and h and w > 0 and h > 0 else []
-    sizes: list[tuple[int, int]] = []
+    # A dict removes duplicates in order, in linear time: `format` is the request's to
+    # size (a list's `in` made 15,000 formats cost seconds).
+    sizes: dict[tuple[int, int], None] = {}
     if banner.w and banner.h and banner.w > 0 and banner.h > 0:
-        sizes.append((banner.w, banner.h))
-    if banner.format:
-        for fmt in banner.format:
-            if fmt.w and fmt.h and fmt.w > 0 and fmt.h > 0 and (fmt.w, fmt.h) not in sizes:
-                sizes.append((fmt.w, fmt.h))
-    return sizes
+        sizes[banner.w, banner.h] = None
+    for fmt in banner.format:
+        if fmt.w and fmt.h and fmt.w > 0 and fmt.h > 0:
+            sizes[fmt.w, fmt.h] = None
+    return list(sizes)
 
 
 # Block lists repeat across requests (an exchange sends each publisher's lists with

@@ -291,3 +291,17 @@ def test_a_page_url_in_any_valid_form_is_matched_by_its_host(page: str) -> None:
         campaign(85, cpm=2_000_000, domains_allow=["bad.example"]),
     )
     assert winner(index, bid_request(site={"page": page})) == 85
+
+
+def test_sizes_of_a_long_format_list_take_linear_time() -> None:
+    # A 245 KB body (under the 256 KB limit) holds 15,000 distinct formats; removing
+    # duplicates by list membership took 2.4 s of the event loop for one request.
+    formats = [{"w": w, "h": h} for w in range(1, 200) for h in range(1, 80)][:15_000]
+    formats += formats[:10]
+    body = bid_request(imps=[{"id": "1", "banner": {"w": 500, "h": 700, "format": formats}}])
+    imp = decode_bid_request(msgspec.json.encode(body)).imp[0]
+    started = time.perf_counter()
+    sizes = _sizes(imp)
+    assert time.perf_counter() - started < 0.2
+    assert len(sizes) == 15_001
+    assert sizes[:3] == [(500, 700), (1, 1), (1, 2)]  # banner w/h first, then format order
