@@ -201,7 +201,8 @@ class Auction:
         self.safety_margin_ms = safety_margin_ms
         self.reservation_timeout_s = reservation_timeout_s
         self.pacing_ahead_s = pacing_ahead_s
-        self.rates = {"USD": 1.0, **{k.upper(): v for k, v in currency_rates.items()}}
+        # USD is always 1.0 (the settings refuse a USD rate; it must not move USD floors).
+        self.rates = {**{k.upper(): v for k, v in currency_rates.items()}, "USD": 1.0}
         self._currencies: dict[tuple[str, ...], tuple[str, float] | None] = {}
         """`cur` lists seen -> the currency to bid in (requests repeat a handful)."""
         self.producer: EventProducer | None = None

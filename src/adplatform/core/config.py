@@ -12,6 +12,7 @@ production process refuses to start without its real dependencies.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
@@ -114,7 +115,11 @@ class Settings(BaseSettings):
     @field_validator("bid_currency_rates", mode="before")
     @classmethod
     def _parse_rates(cls, value: object) -> object:
-        """`EUR=1.08,GBP=1.27` (or JSON) into {"EUR": 1.08, "GBP": 1.27}; rates must be > 0."""
+        """`EUR=1.08,GBP=1.27` (or JSON) into {"EUR": 1.08, "GBP": 1.27}.
+
+        A rate must be a finite number > 0 (`1e400` parses as infinity, which would make
+        every converted floor infinite), and USD cannot be given: it is always 1.0 (a
+        `USD=` entry used to change USD floors but not USD bids)."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("{"):
@@ -122,18 +127,17 @@ class Settings(BaseSettings):
 
                 value = json.loads(text)
             else:
-                rates: dict[str, float] = {}
+                pairs: dict[str, object] = {}
                 for item in filter(None, (part.strip() for part in text.split(","))):
                     code, sep, rate = item.partition("=")
                     if not sep:
                         raise ValueError(f"currency rate {item!r} is not CODE=RATE")
-                    rates[code.strip().upper()] = float(rate)
-                value = rates
+                    pairs[code] = rate.strip()
+                value = pairs
         if isinstance(value, dict):
-            for code, rate in value.items():
-                if not (isinstance(rate, int | float) and rate > 0):
-                    raise ValueError(f"currency rate for {code} must be a positive number")
-            return {str(code).upper(): float(rate) for code, rate in value.items()}
+            return {
+                _currency_code(code): _currency_rate(code, rate) for code, rate in value.items()
+            }
         return value
 
     @model_validator(mode="after")
@@ -160,6 +164,35 @@ class Settings(BaseSettings):
                 f"{'it' if len(missing) == 1 else 'them'} in the environment, or run "
                 "`adplatform dev` for the embedded platform (SQLite, in-process cache and bus)."
             )
+
+
+def _currency_code(code: object) -> str:
+    text = str(code).strip().upper()
+    if not text:
+        raise ValueError("a currency rate has no currency code")
+    if text == "USD":
+        raise ValueError("USD cannot be given a rate: it is always 1.0 (remove the USD entry)")
+    return text
+
+
+def _currency_rate(code: object, rate: object) -> float:
+    """USD per unit of `code`: a finite number above 0."""
+    if isinstance(rate, str):
+        try:
+            rate = float(rate)
+        except ValueError:
+            raise ValueError(f"currency rate for {code} is not a number: {rate!r}") from None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ValueError(f"currency rate for {code} is not a number: {rate!r}")
+    try:
+        value = float(rate)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"currency rate for {code} must be a finite number, not {value}")
+    if value <= 0:
+        raise ValueError(f"currency rate for {code} must be a positive number, not {value}")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -54,3 +54,41 @@ def test_require_names_every_missing_variable() -> None:
     assert "DATABASE_URL" not in message
     assert "adplatform dev" in message
     settings.require("database_url", service="campaigns")
+
+
+def test_currency_rates_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BID_CURRENCY_RATES", " eur=1.08, GBP = 1.27 ,")
+    assert Settings().bid_currency_rates == {"EUR": 1.08, "GBP": 1.27}
+    monkeypatch.setenv("BID_CURRENCY_RATES", '{"jpy": 0.0067}')
+    assert Settings().bid_currency_rates == {"JPY": 0.0067}
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("EUR=1e400", "finite"),  # parses as infinity: every converted floor infinite
+        ('{"EUR": 1' + "0" * 400 + "}", "finite"),
+        ("EUR=nan", "finite"),
+        ("EUR=inf", "finite"),
+        ('{"EUR": 1e400}', "finite"),
+        ("EUR=0", "positive"),
+        ("EUR=-1.08", "positive"),
+        ("EUR=", "number"),
+        ("EUR=abc", "number"),
+        ('{"EUR": true}', "number"),
+        ("EUR", "CODE=RATE"),
+        ("=1.08", "currency code"),
+        ("USD=1.1", "USD"),  # USD is always 1.0
+        ("usd=1.0", "USD"),
+        ('{"USD": 1.0}', "USD"),
+    ],
+)
+def test_invalid_currency_rates_are_refused_at_startup(
+    monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("BID_CURRENCY_RATES", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = str(info.value)
+    assert "bid_currency_rates" in message
+    assert reason in message
