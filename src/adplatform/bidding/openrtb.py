@@ -26,8 +26,11 @@ Token = Annotated[str, msgspec.Meta(max_length=128)]
 Host = Annotated[str, msgspec.Meta(max_length=1024)]
 """A domain or app bundle (a real host name is at most 253 characters)."""
 Url = Annotated[str, msgspec.Meta(max_length=8192)]
-Tokens = Annotated[list[Token], msgspec.Meta(max_length=512)]
-Hosts = Annotated[list[Host], msgspec.Meta(max_length=512)]
+MAX_LIST: Final = 512
+"""The most entries any list of a bid request may hold."""
+Tokens = Annotated[list[Token], msgspec.Meta(max_length=MAX_LIST)]
+Hosts = Annotated[list[Host], msgspec.Meta(max_length=MAX_LIST)]
+Ints = Annotated[list[int], msgspec.Meta(max_length=MAX_LIST)]
 
 
 class Format(msgspec.Struct, kw_only=True, gc=False):
@@ -35,13 +38,16 @@ class Format(msgspec.Struct, kw_only=True, gc=False):
     h: int | None = None
 
 
+Formats = Annotated[list[Format], msgspec.Meta(max_length=MAX_LIST)]
+
+
 class Banner(msgspec.Struct, kw_only=True, gc=False):
     w: int | None = None
     h: int | None = None
-    format: list[Format] | None = None
+    format: Formats | None = None
     pos: int | None = None
-    btype: list[int] | None = None
-    battr: list[int] | None = None
+    btype: Ints | None = None
+    battr: Ints | None = None
 
 
 class Imp(msgspec.Struct, kw_only=True, gc=False):

@@ -271,3 +271,32 @@ def test_long_cur_lists_are_not_kept_by_the_currency_cache() -> None:
     assert auction._bid_currency(long_list) == ("EUR", 1.08)
     assert auction._bid_currency(long_list[:-1]) is None
     assert len(auction._currencies) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("format", [{"w": 300 + n, "h": 250} for n in range(513)]),
+        ("btype", [1] * 513),
+        ("battr", [1] * 513),
+    ],
+)
+async def test_banner_lists_over_512_entries_are_a_400_with_a_reason(
+    field: str, value: list[Any]
+) -> None:
+    # Like every other list of a request (README: lists are limited to 512 entries);
+    # banner.format drives the index walk, one bucket look-up per size.
+    server = await SnapshotServer(snapshot([campaign(cpm=1_000_000)])).start()
+    try:
+        async with running_bidder(bidder_settings(server.url)) as bidder:
+            banner: dict[str, Any] = {"w": 300, "h": 250, field: value}
+            response = await bidder.bid(bid_request(imps=[{"id": "1", "banner": banner}]))
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert "length <= 512" in message
+            assert f"$.imp[0].banner.{field}" in message
+            banner[field] = value[:512]  # at the bound: answered
+            response = await bidder.bid(bid_request(imps=[{"id": "1", "banner": banner}]))
+            assert response.status_code == 200, response.text
+    finally:
+        await server.stop()
