@@ -96,6 +96,11 @@ class Settlement:
 class SettleOutcome:
     result: SettleResult
     amount: int = 0
+    """The spend this notice's event carries (for a duplicate: what the first one had)."""
+    first_ms: int = 0
+    """A duplicate only: when the notice was first counted (ms since the epoch; 0 when
+    the store does not know). A retry soon after means the first attempt's event may
+    never have been published (its reply was lost), so it is published again."""
 
 
 class WriteUnconfirmed(StoreUnavailable):
@@ -153,8 +158,11 @@ class BudgetStore(ABC):
         """Release expired reservations of these campaigns; returns how many."""
 
     @abstractmethod
-    async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
-        """True the first time a notice is seen (impressions, clicks)."""
+    async def mark_once(
+        self, campaign_id: int, notice_id: str, ttl: int, now_ms: int
+    ) -> int | None:
+        """None the first time a notice is seen (impressions, clicks); for a repeat,
+        when the first was marked (ms since the epoch; 0 when the store does not know)."""
 
     @abstractmethod
     async def view(self, campaign_id: int, day: int) -> BudgetView: ...
@@ -187,6 +195,8 @@ class _Account:
     expiries: list[tuple[int, str]] = field(default_factory=list)
     caps: dict[str, tuple[int, float]] = field(default_factory=dict)
     notices: dict[str, float] = field(default_factory=dict)
+    notice_marks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Notice id -> (first seen in ms, the spend its event carried)."""
     settled: dict[str, float] = field(default_factory=dict)
 
 
@@ -236,6 +246,8 @@ class MemoryBudgetStore(BudgetStore):
         for table in (account.notices, account.settled):
             for key in [k for k, exp in table.items() if exp <= now]:
                 del table[key]
+        for key in [k for k in account.notice_marks if k not in account.notices]:
+            del account.notice_marks[key]
 
     async def reserve_many(
         self, reservations: Sequence[Reservation], now_ms: int
@@ -274,9 +286,12 @@ class MemoryBudgetStore(BudgetStore):
         account = self._account(settlement.campaign_id)
         self._sweep(account, now_ms)
         expires = now_ms / 1000 + settlement.ttl
-        if settlement.notice_id in account.notices:
-            return SettleOutcome(SettleResult.DUPLICATE_NOTICE)
-        account.notices[settlement.notice_id] = expires
+        notice = settlement.notice_id
+        if notice in account.notices:
+            first_ms, amount = account.notice_marks.get(notice, (0, 0))
+            return SettleOutcome(SettleResult.DUPLICATE_NOTICE, amount, first_ms)
+        account.notices[notice] = expires
+        account.notice_marks[notice] = (now_ms, 0)
         if settlement.rid in account.settled:
             return SettleOutcome(SettleResult.ALREADY_SETTLED)
         held = account.held.pop(settlement.rid, None)
@@ -298,6 +313,7 @@ class MemoryBudgetStore(BudgetStore):
         account.spent += amount
         account.day_spent[day] = account.day_spent.get(day, 0) + amount
         account.settled[settlement.rid] = expires
+        account.notice_marks[notice] = (now_ms, amount)
         return SettleOutcome(SettleResult.SETTLED, amount)
 
     async def release(self, campaign_id: int, rid: str) -> bool:
@@ -311,14 +327,17 @@ class MemoryBudgetStore(BudgetStore):
             self._forget(account, now_ms)
         return released
 
-    async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
+    async def mark_once(
+        self, campaign_id: int, notice_id: str, ttl: int, now_ms: int
+    ) -> int | None:
         account = self._account(campaign_id)
-        now = time.time()
+        now = now_ms / 1000
         expires = account.notices.get(notice_id)
         if expires is not None and expires > now:
-            return False
+            return account.notice_marks.get(notice_id, (0, 0))[0]
         account.notices[notice_id] = now + ttl
-        return True
+        account.notice_marks[notice_id] = (now_ms, 0)
+        return None
 
     async def view(self, campaign_id: int, day: int) -> BudgetView:
         account = self._account(campaign_id)

@@ -173,6 +173,8 @@ return out
 
 # KEYS: b, r, x, notice marker, settled marker
 # ARGV: rid, clearing, total, daily (-1: none), today, ttl, now_ms
+# The notice marker holds "<spend of its event>|<first seen, ms>": a duplicate gets both
+# back (a marker from before this format reads as 0|0: "not known").
 SETTLE: Final = (
     _LIB
     + r"""
@@ -180,7 +182,10 @@ local kb, kr, kx = KEYS[1], KEYS[2], KEYS[3]
 local rid = ARGV[1]
 local amount = tonumber(ARGV[2])
 local released = sweep(kb, kr, kx, tonumber(ARGV[7]), 200)
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then return {-1, 0, released} end
+if not redis.call('SET', KEYS[4], '0|' .. ARGV[7], 'NX', 'EX', ARGV[6]) then
+  local spent, first = string.match(redis.call('GET', KEYS[4]) or '', '^(%d+)|(%d+)$')
+  return {-1, tonumber(spent) or 0, released, tonumber(first) or 0}
+end
 if redis.call('EXISTS', KEYS[5]) == 1 then return {0, 0, released} end
 local v = redis.call('HGET', kr, rid)
 local day
@@ -203,6 +208,7 @@ end
 redis.call('HINCRBY', kb, 's', amount)
 redis.call('HINCRBY', kb, 'ds:' .. day, amount)
 redis.call('SET', KEYS[5], amount, 'EX', ARGV[6])
+redis.call('SET', KEYS[4], amount .. '|' .. ARGV[7], 'EX', ARGV[6])
 return {1, amount, released}
 """
 )
@@ -737,7 +743,9 @@ class RedisBudgetStore(BudgetStore):
                     raw = await self._settle(self.client, len(keys), *keys, *args)
         except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
-        outcome = SettleOutcome(SettleResult(int(raw[0])), int(raw[1]))
+        outcome = SettleOutcome(
+            SettleResult(int(raw[0])), int(raw[1]), int(raw[3]) if len(raw) > 3 else 0
+        )
         self.last_released = int(raw[2])
         if acked < self.wait_replicas:
             self._unconfirmed("settlement", acked)
@@ -790,15 +798,22 @@ class RedisBudgetStore(BudgetStore):
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return sum(counts)
 
-    async def mark_once(self, campaign_id: int, notice_id: str, ttl: int) -> bool:
+    async def mark_once(
+        self, campaign_id: int, notice_id: str, ttl: int, now_ms: int
+    ) -> int | None:
         try:
             async with self._limit:
-                result = await self.client.set(
-                    _prefix(campaign_id) + "n:" + notice_id, 1, nx=True, ex=ttl
+                # NX with GET (Redis 7.0+): one round trip sets the marker or reads the
+                # one already there.
+                prior = await self.client.set(
+                    _prefix(campaign_id) + "n:" + notice_id, now_ms, nx=True, ex=ttl, get=True
                 )
         except ERRORS as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
-        return bool(result)
+        if prior is None:
+            return None
+        text = prior.decode() if isinstance(prior, bytes) else str(prior)
+        return int(text) if text.isdigit() else 0  # a marker from before this holds 1: long ago
 
     async def view(self, campaign_id: int, day: int) -> BudgetView:
         prefix = _prefix(campaign_id)

@@ -6,7 +6,12 @@
 - impression / click: counted once per auction and imp.
 - loss: gives the reservation back at once.
 
-A repeated notice publishes nothing (its deterministic event id was already sent).
+A repeated notice is counted once. Its event is published again only when the repeat
+comes within `REPUBLISH_WINDOW_MS` of the first: that is how a retry looks when the
+first attempt's store reply was lost (a Redis timeout after the script ran), so its
+event may never have gone out; analytics counts the deterministic event id once (its
+dedup memory, `ANALYTICS_DEDUP_RETENTION_HOURS`, is at least an hour). Later repeats
+publish nothing.
 
 With `REDIS_WAIT_REPLICAS` a settlement is acknowledged (204) only once it reached the
 replicas. If the master settled it but the replicas did not confirm in time, the
@@ -52,6 +57,8 @@ DUPLICATE: Final = "duplicate"
 INVALID: Final = "invalid"
 MARKER_SLACK_SECONDS: Final = 3600
 """Dedup markers outlive the URLs they protect by this much."""
+REPUBLISH_WINDOW_MS: Final = 600_000
+"""A repeated notice this soon after the first publishes its event again."""
 
 _EVENT_TYPES: Final = {
     WIN: AdEventType.WIN,
@@ -145,6 +152,8 @@ class Notices:
             metrics.BID_RESERVATIONS_EXPIRED.inc(released)
         if outcome.result is SettleResult.DUPLICATE_NOTICE:
             metrics.TRACKING[(kind, DUPLICATE)].inc()
+            if _recent(outcome.first_ms, now):
+                self._publish(event_type, data, now, outcome.amount)
             return NoticeResult(DUPLICATE, data)
         metrics.TRACKING[(kind, COUNTED)].inc()
         if outcome.result is SettleResult.SETTLED:
@@ -160,11 +169,13 @@ class Notices:
         """An impression or click: counted the first time only."""
         now = time.time()
         event_type = _EVENT_TYPES[kind]
-        first = await self.store.mark_once(
-            data.c, ad_event_id(data.a, data.i, event_type), self.marker_ttl
+        seen = await self.store.mark_once(
+            data.c, ad_event_id(data.a, data.i, event_type), self.marker_ttl, int(now * 1000)
         )
-        if not first:
+        if seen is not None:
             metrics.TRACKING[(kind, DUPLICATE)].inc()
+            if _recent(seen, now):
+                self._publish(event_type, data, now, 0)
             return NoticeResult(DUPLICATE, data)
         metrics.TRACKING[(kind, COUNTED)].inc()
         self._publish(event_type, data, now, 0)
@@ -181,6 +192,7 @@ class Notices:
         return await self.store.release(data.c, reservation_id(data.a, data.i))
 
     def _publish(self, event_type: AdEventType, data: TrackingData, now: float, spend: int) -> None:
+        """The notice's event; a republished one has the same id (and spend)."""
         if self.producer is None:
             return
         event = AdEvent(
@@ -199,3 +211,9 @@ class Notices:
 
 
 __all__ = ["COUNTED", "DUPLICATE", "Notices", "StoreUnavailable"]
+
+
+def _recent(first_ms: int, now: float) -> bool:
+    """Whether a repeat at `now` is soon enough after the first (0: not known) to
+    publish the event again."""
+    return first_ms > 0 and now * 1000 - first_ms <= REPUBLISH_WINDOW_MS

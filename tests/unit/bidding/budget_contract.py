@@ -118,10 +118,16 @@ async def check_settle_once(store: BudgetStore, cid: int) -> None:
     await store.reserve_many([item], now_ms())
     first = await store.settle(settlement(cid, item.rid, 300), now_ms())
     assert (first.result, first.amount) == (SettleResult.SETTLED, 300)
+    first_ms = now_ms()
     again = await store.settle(settlement(cid, item.rid, 300), now_ms())
-    assert again.result is SettleResult.DUPLICATE_NOTICE
+    # A duplicate says what the first notice's event carried, and when it was counted.
+    assert (again.result, again.amount) == (SettleResult.DUPLICATE_NOTICE, 300)
+    assert first_ms - 5_000 <= again.first_ms <= first_ms
     billing = await store.settle(settlement(cid, item.rid, 300, "billing"), now_ms())
     assert (billing.result, billing.amount) == (SettleResult.ALREADY_SETTLED, 0)
+    billing_again = await store.settle(settlement(cid, item.rid, 300, "billing"), now_ms())
+    assert (billing_again.result, billing_again.amount) == (SettleResult.DUPLICATE_NOTICE, 0)
+    assert billing_again.first_ms >= again.first_ms
     view = await store.view(cid, utc_day(time.time()))
     assert (view.spent, view.reserved, view.day_spent, view.reservations) == (300, 0, 300, 0)
 
@@ -196,9 +202,10 @@ async def check_release_expired_releases_them_all(store: BudgetStore, cid: int) 
 
 
 async def check_mark_once(store: BudgetStore, cid: int) -> None:
-    assert await store.mark_once(cid, "event-1", 60)
-    assert not await store.mark_once(cid, "event-1", 60)
-    assert await store.mark_once(cid, "event-2", 60)
+    first = now_ms()
+    assert await store.mark_once(cid, "event-1", 60, first) is None
+    assert await store.mark_once(cid, "event-1", 60, first + 1_000) == first
+    assert await store.mark_once(cid, "event-2", 60, first + 2_000) is None
 
 
 CHECKS = [

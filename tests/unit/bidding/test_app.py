@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from adplatform.bidding.budget import MemoryBudgetStore
+from adplatform.bidding import notices as notices_module
+from adplatform.bidding.budget import MemoryBudgetStore, StoreUnavailable
 from adplatform.bidding.pacing import utc_day
 from adplatform.core.bus import EventBus
 from adplatform.core.events import (
@@ -228,17 +229,72 @@ async def test_tracking_flow_counts_each_notice_once_and_settles_once(world: Any
     assert metric("bid_settlements_total", result="settled") == settled + 1
     assert metric("tracking_events_total", type="win", result="duplicate") == duplicates + 1
     published = [e for _, e in (await events(bus, bidder))[start:]]
-    kinds = [e.type for e in published]
-    assert kinds == [
-        AdEventType.BID,
-        AdEventType.WIN,
-        AdEventType.BILLING,
-        AdEventType.IMPRESSION,
-        AdEventType.CLICK,
+    # The repeats came at once, so their events went out again (same ids, same spend):
+    # analytics counts each id once.
+    assert [(e.type, e.spend_micros) for e in published] == [
+        (AdEventType.BID, 0),
+        (AdEventType.WIN, 1500),
+        (AdEventType.WIN, 1500),
+        (AdEventType.BILLING, 0),
+        (AdEventType.IMPRESSION, 0),
+        (AdEventType.IMPRESSION, 0),
+        (AdEventType.CLICK, 0),
     ]
-    assert [e.spend_micros for e in published] == [0, 1500, 0, 0, 0]
-    assert sum(e.spend_micros for e in published) == view.spent
-    assert len({e.id for e in published}) == 5
+    once = {e.id: e for e in published}
+    assert len(once) == 5
+    assert sum(e.spend_micros for e in once.values()) == view.spent
+
+
+async def test_a_notice_whose_store_reply_was_lost_still_reaches_the_bus(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis ran the settle script but its reply never came (a timeout): the notice is
+    answered 503 and no event went out. The exchange's retry finds the notice already
+    counted; its event must be published then, or analytics never sees the spend."""
+    _, bidder, bus = world
+    store = bidder.bidder.store
+    real_settle = store.settle
+    lose_next_reply = True
+
+    async def settle_then_lose_the_reply(settlement: Any, now_ms: int) -> Any:
+        nonlocal lose_next_reply
+        outcome = await real_settle(settlement, now_ms)
+        if lose_next_reply:
+            lose_next_reply = False
+            raise StoreUnavailable("Redis: Timeout reading from socket")
+        return outcome
+
+    monkeypatch.setattr(store, "settle", settle_then_lose_the_reply)
+    start = len(await events(bus, bidder))
+    (bid,) = bids_of(await bidder.bid(bid_request()))
+    win = bid["nurl"].replace("${AUCTION_PRICE}", "1.5")
+    assert (await bidder.notice(win)).status_code == 503
+    assert [e.type for _, e in (await events(bus, bidder))[start:]] == [AdEventType.BID]
+    assert (await bidder.notice(win)).status_code == 204
+    published = [e for _, e in (await events(bus, bidder))[start:]]
+    assert [(e.type, e.spend_micros) for e in published] == [
+        (AdEventType.BID, 0),
+        (AdEventType.WIN, 1500),
+    ]
+    assert (await store.view(501, utc_day(time.time()))).spent >= 1500
+
+
+async def test_a_repeat_long_after_the_first_notice_publishes_nothing(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, bidder, bus = world
+    (bid,) = bids_of(await bidder.bid(bid_request()))
+    adm = bid["adm"].replace("&amp;", "&")
+    pixel = adm.split('<img src="')[-1].split('"')[0]
+    win = bid["nurl"].replace("${AUCTION_PRICE}", "1.5")
+    assert (await bidder.notice(win)).status_code == 204
+    assert (await bidder.notice(pixel)).status_code == 200
+    start = len(await events(bus, bidder))
+    monkeypatch.setattr(notices_module, "REPUBLISH_WINDOW_MS", 0)
+    await asyncio.sleep(0.002)
+    assert (await bidder.notice(win)).status_code == 204
+    assert (await bidder.notice(pixel)).status_code == 200
+    assert len(await events(bus, bidder)) == start
 
 
 async def test_bad_notices_are_4xx_and_not_counted(world: Any) -> None:
