@@ -35,6 +35,7 @@ from tests.unit.bidding.factories import (
     bidder_settings,
     bids_of,
     campaign,
+    creative,
     metric,
     running_bidder,
     snapshot,
@@ -300,3 +301,74 @@ async def test_banner_lists_over_512_entries_are_a_400_with_a_reason(
             assert response.status_code == 200, response.text
     finally:
         await server.stop()
+
+
+def bounded_auction(campaigns: list[Any]) -> Auction:
+    index = TargetingIndex()
+    index.load(snapshot(campaigns))
+    return Auction(
+        index=index,
+        batcher=ReservationBatcher(MemoryBudgetStore()),
+        health=StoreHealth(),
+        tracker=Tracker(b"secret", "http://bidder.test", 60),
+        timeout_ms=1000,
+        safety_margin_ms=10,
+        reservation_timeout_s=60,
+        pacing_ahead_s=900,
+        currency_rates={},
+    )
+
+
+def count_candidates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many candidates the index examines (each has its campaign checked)."""
+    checks = [0]
+    original = index_module.IndexedCampaign.eligible
+
+    def counted(self: Any, ctx: Any) -> bool:
+        checks[0] += 1
+        return original(self, ctx)
+
+    monkeypatch.setattr(index_module.IndexedCampaign, "eligible", counted)
+    return checks
+
+
+@pytest.mark.parametrize(
+    "unmatchable",
+    [{"wseat": ["nobody"]}, {"bcat": ["IAB1"]}, {"site": {"cat": ["IAB2"]}}],
+)
+async def test_a_request_no_campaign_matches_does_bounded_index_work(
+    monkeypatch: pytest.MonkeyPatch, unmatchable: dict[str, Any]
+) -> None:
+    # 64 imps over one bucket of 3,000 campaigns none of which the request allows: the
+    # walk used to check every one of them for every imp (192,000 checks; 64 imps over
+    # 10,000 campaigns held the event loop for a quarter of a second).
+    auction = bounded_auction(
+        [
+            campaign(cpm=1_000_000 + n, categories=["IAB1"], creatives=[creative(category="IAB1")])
+            for n in range(3_000)
+        ]
+    )
+    checks = count_candidates(monkeypatch)
+    imps = [{"id": str(n), "banner": {"w": 300, "h": 250}} for n in range(64)]
+    body = bid_request(imps=imps, **unmatchable)
+    request = decode_bid_request(msgspec.json.encode(body))
+    outcome, payload = await auction.run(request, time.monotonic())
+    assert (outcome, payload) == ("nobid", None)
+    # MAX_EXAMINED_PER_REQUEST (4,096) plus one imp's overdraft (MAX_EXAMINED_PER_IMP)
+    assert checks[0] <= 4_096 + 512, f"{checks[0]} candidates examined"
+
+
+async def test_the_work_bound_leaves_ordinary_selective_requests_alone() -> None:
+    # The one campaign of seat 7 sits under 300 richer ones: found within an imp's bound;
+    # every imp of the request still gets its own look-up.
+    others = [campaign(advertiser_id=1, cpm=5_000_000 + n) for n in range(300)]
+    wanted = [campaign(advertiser_id=7, cpm=1_000_000) for _ in range(3)]
+    auction = bounded_auction([*others, *wanted])
+    imps = [{"id": str(n), "banner": {"w": 300, "h": 250}} for n in range(3)]
+    request = decode_bid_request(msgspec.json.encode(bid_request(imps=imps, wseat=["7"])))
+    outcome, payload = await auction.run(request, time.monotonic())
+    assert outcome == "bid"
+    assert payload is not None
+    response = msgspec.json.decode(payload)
+    bids = [bid for seat in response["seatbid"] for bid in seat["bid"]]
+    assert sorted(bid["cid"] for bid in bids) == sorted(str(c.id) for c in wanted)
