@@ -149,11 +149,6 @@ class Tracker:
         signature = self._mac(f"landing\n{creative_id}\n{encoded}".encode())
         return f"&u={encoded}&k={signature}"
 
-    def signed(self, data: TrackingData) -> str:
-        """`d=...&s=...`: the query of the win, billing and loss URLs of one bid."""
-        payload = _b64(_encoder.encode(data))
-        return f"d={payload}&s={self._mac(payload.encode())}"
-
     def bid_urls(self, data: TrackingData, landing_params: str) -> BidUrls:
         payload = _b64(_encoder.encode(data))
         digest = self._digest(payload.encode())
