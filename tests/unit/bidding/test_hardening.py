@@ -255,17 +255,7 @@ async def test_log_throttle_says_how_many_lines_it_left_out() -> None:
 def test_long_cur_lists_are_not_kept_by_the_currency_cache() -> None:
     # `cur` may hold 512 codes of 128 characters: 4,096 such lists kept as cache keys
     # would be about 390 MB.
-    auction = Auction(
-        index=TargetingIndex(),
-        batcher=ReservationBatcher(MemoryBudgetStore()),
-        health=StoreHealth(),
-        tracker=Tracker(b"secret", "http://bidder.test", 60),
-        timeout_ms=100,
-        safety_margin_ms=10,
-        reservation_timeout_s=60,
-        pacing_ahead_s=900,
-        currency_rates={"EUR": 1.08},
-    )
+    auction = bounded_auction([], currency_rates={"EUR": 1.08})
     assert auction._bid_currency(("GBP", "eur")) == ("EUR", 1.08)
     assert len(auction._currencies) == 1  # the lists exchanges send are kept
     long_list = (*(f"X{n:03d}" + "Y" * 120 for n in range(500)), "EUR")
@@ -303,7 +293,10 @@ async def test_banner_lists_over_512_entries_are_a_400_with_a_reason(
         await server.stop()
 
 
-def bounded_auction(campaigns: list[Any]) -> Auction:
+def bounded_auction(
+    campaigns: list[Any], *, currency_rates: dict[str, float] | None = None
+) -> Auction:
+    """An auction over `campaigns`, in process (memory store, no HTTP)."""
     index = TargetingIndex()
     index.load(snapshot(campaigns))
     return Auction(
@@ -315,7 +308,7 @@ def bounded_auction(campaigns: list[Any]) -> Auction:
         safety_margin_ms=10,
         reservation_timeout_s=60,
         pacing_ahead_s=900,
-        currency_rates={},
+        currency_rates=currency_rates or {},
     )
 
 
